@@ -1,0 +1,162 @@
+"""Public context-parallel attention API: ``shard``, ``unshard``, ``cp_attention``.
+
+Tensors are packed variable-length ``(T, H, D)``; ``cu_seqlens`` is the *global*
+cumulative-length vector ``(B+1,)`` of the sequences the group processes. Each sequence is
+cut into ``2d`` chunks for a group of ``d`` ranks and rank ``i`` holds chunks ``i`` and
+``2d-1-i`` (see :mod:`fcp_tune.layout`). A group of size 1 (or no process group at all)
+computes locally and never communicates.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+
+from fcp_tune.attention.allgather import AllGatherAttention
+from fcp_tune.attention.comm import GroupInfo, all_gather_varlen, group_info, reduce_scatter_varlen
+from fcp_tune.attention.kernels import default_scale
+from fcp_tune.attention.ring import RingAttention
+from fcp_tune.layout import ShardLayout, shard_layout, validate_cu_seqlens
+
+SCHEMES = ("allgather", "ring")
+CuSeqlens = Union[torch.Tensor, Sequence[int]]
+
+
+def _as_tuple(cu_seqlens: CuSeqlens) -> tuple[int, ...]:
+    if isinstance(cu_seqlens, torch.Tensor):
+        if cu_seqlens.dim() != 1:
+            raise ValueError(f"cu_seqlens must be 1-D, got shape {tuple(cu_seqlens.shape)}")
+        if cu_seqlens.is_floating_point():
+            raise ValueError("cu_seqlens must hold integers")
+        return tuple(int(x) for x in cu_seqlens.tolist())
+    return tuple(int(x) for x in cu_seqlens)
+
+
+@functools.lru_cache(maxsize=128)
+def _layout(cu: tuple[int, ...], degree: int) -> ShardLayout:
+    # Pure and immutable: every layer of a step reuses the same layout.
+    return shard_layout(cu, degree)
+
+
+def layout_for(cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> ShardLayout:
+    """The :class:`ShardLayout` of this batch for ``group`` (validated)."""
+    cu = _as_tuple(cu_seqlens)
+    validate_cu_seqlens(cu)
+    return _layout(cu, group_info(group).size)
+
+
+def _index(layout: ShardLayout, rank: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(layout.global_indices(rank), dtype=torch.long, device=device)
+
+
+def shard(x: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> torch.Tensor:
+    """This rank's share of every sequence of the packed ``x`` (``(T, ...)``), head-tail order.
+
+    Differentiable (an index select). No communication.
+    """
+    cu = _as_tuple(cu_seqlens)
+    validate_cu_seqlens(cu, x.shape[0])
+    info = group_info(group)
+    return x.index_select(0, _index(_layout(cu, info.size), info.rank, x.device))
+
+
+class _Unshard(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_local, layout: ShardLayout, info: GroupInfo):
+        parts = all_gather_varlen(x_local, layout.counts, info)
+        idx = [_index(layout, r, x_local.device) for r in range(info.size)]
+        out = x_local.new_empty((layout.cu_seqlens[-1],) + tuple(x_local.shape[1:]))
+        out.index_copy_(0, torch.cat(idx), torch.cat(parts))
+        ctx.meta = (layout, info, idx)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        layout, info, idx = ctx.meta
+        # Every rank holds the full tensor: the local gradient sums the ranks' gradients.
+        return reduce_scatter_varlen([grad.index_select(0, i) for i in idx], layout.counts, info), None, None
+
+
+def unshard(x_local: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> torch.Tensor:
+    """Inverse of :func:`shard`: every rank of the group gets the full packed tensor.
+
+    Differentiable: the gradient of the local part is the sum over ranks of their
+    gradients at those positions (each rank's copy is treated as its own output).
+    """
+    cu = _as_tuple(cu_seqlens)
+    validate_cu_seqlens(cu)
+    info = group_info(group)
+    layout = _layout(cu, info.size)
+    if x_local.shape[0] != layout.counts[info.rank]:
+        raise ValueError(
+            f"x_local has {x_local.shape[0]} tokens but cu_seqlens gives rank {info.rank} "
+            f"{layout.counts[info.rank]}"
+        )
+    return _Unshard.apply(x_local, layout, info)
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be packed (T, H, D), got shape {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.dtype.is_floating_point:
+        raise ValueError(f"q, k, v must be floating point, got {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v devices differ: {q.device}, {k.device}, {v.device}")
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(f"q, k, v token counts differ: {q.shape[0]}, {k.shape[0]}, {v.shape[0]}")
+    if k.shape[1] != v.shape[1]:
+        raise ValueError(f"k and v head counts differ: {k.shape[1]} vs {v.shape[1]}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"q heads ({q.shape[1]}) must be a multiple of k/v heads ({k.shape[1]})")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q and k head dims differ: {q.shape[2]} vs {k.shape[2]}")
+
+
+def cp_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: CuSeqlens,
+    group: Optional[dist.ProcessGroup] = None,
+    causal: bool = True,
+    scheme: str = "allgather",
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    """Exact variable-length attention over sequences split across a context-parallel group.
+
+    Args:
+        q: this rank's query tokens ``(T_local, H_q, D)``, as produced by :func:`shard`.
+        k, v: this rank's key/value tokens ``(T_local, H_kv, D)``; ``H_q % H_kv == 0`` (GQA).
+        cu_seqlens: global cumulative sequence lengths ``(B+1,)`` of the group's batch.
+        group: process group of any size ``d >= 1``; None means the world (or a single
+            process when ``torch.distributed`` is not initialised). Every rank of the group
+            must call this, even one that holds no tokens.
+        causal: causal (decoder) attention; positions are each sequence's own.
+        scheme: ``"allgather"`` (gather K/V, reduce-scatter dK/dV) or ``"ring"`` (rotate K/V
+            point-to-point, overlapping transfer with compute). Same result.
+        scale: softmax scale, default ``1/sqrt(D)``.
+
+    Returns:
+        The attention output for the local queries, ``(T_local, H_q, D)``, dtype of q.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    _check_qkv(q, k, v)
+    cu = _as_tuple(cu_seqlens)
+    validate_cu_seqlens(cu)
+    info = group_info(group)
+    layout = _layout(cu, info.size)
+    if q.shape[0] != layout.counts[info.rank]:
+        raise ValueError(
+            f"q has {q.shape[0]} tokens but cu_seqlens (total {cu[-1]}) gives rank {info.rank} "
+            f"of {info.size} exactly {layout.counts[info.rank]}"
+        )
+    scale = default_scale(q.shape[-1]) if scale is None else float(scale)
+    fn = AllGatherAttention if scheme == "allgather" else RingAttention
+    return fn.apply(q, k, v, layout, info, causal, scale)

@@ -1,0 +1,110 @@
+"""The few collectives the context-parallel attention needs, for any group size.
+
+Every rank of a group knows every rank's token count (it follows from ``cu_seqlens``), so
+uneven messages are padded to the largest count and unpadded on arrival: no size
+exchange, and the same code path on gloo and NCCL. A group of size 1 never communicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+# torch 2.14 renames the tensor collectives; accept either.
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A process group and this rank's place in it (``group`` None means no communication)."""
+
+    group: Optional[dist.ProcessGroup]
+    rank: int
+    size: int
+
+    def global_rank(self, group_rank: int) -> int:
+        return dist.get_global_rank(self.group, group_rank % self.size)
+
+
+def group_info(group: Optional[dist.ProcessGroup]) -> GroupInfo:
+    """Resolve ``group`` (None = the world, or a single process when not initialised)."""
+    if group is None:
+        if not (dist.is_available() and dist.is_initialized()):
+            return GroupInfo(None, 0, 1)
+        group = dist.group.WORLD
+    size = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError("this process is not a member of the given group")
+    return GroupInfo(group, rank, size)
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    if x.shape[0] == rows:
+        return x.contiguous()
+    pad = x.new_zeros((rows - x.shape[0],) + tuple(x.shape[1:]))
+    return torch.cat([x, pad], 0)
+
+
+def all_gather_varlen(x: torch.Tensor, counts: tuple[int, ...], info: GroupInfo) -> list[torch.Tensor]:
+    """Every rank's ``x`` (rank r holds ``counts[r]`` rows), as a list indexed by group rank."""
+    if info.size == 1:
+        return [x]
+    width = max(counts)
+    if width == 0:
+        return [x[:0] for _ in counts]
+    out = x.new_empty((info.size * width,) + tuple(x.shape[1:]))
+    _all_gather(out, _pad_rows(x, width), group=info.group)
+    return [out[r * width : r * width + c] for r, c in enumerate(counts)]
+
+
+def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], info: GroupInfo) -> torch.Tensor:
+    """Sum over ranks of ``parts[r]`` delivered to rank r (``parts[r]`` has ``counts[r]`` rows)."""
+    if info.size == 1:
+        return parts[0]
+    width = max(counts)
+    mine = counts[info.rank]
+    if width == 0:
+        return parts[info.rank]
+    send = torch.cat([_pad_rows(p, width) for p in parts], 0)
+    out = send.new_empty((width,) + tuple(send.shape[1:]))
+    _reduce_scatter(out, send, group=info.group)
+    return out[:mine]
+
+
+class RingExchange:
+    """Send a tensor to the next rank and receive one from the previous, asynchronously.
+
+    ``start`` posts both transfers (``batch_isend_irecv``) and returns at once so the
+    caller can compute while they fly; ``wait`` returns the received tensor.
+    """
+
+    def __init__(self, info: GroupInfo, tag: int) -> None:
+        self.info = info
+        self.tag = tag
+        self._reqs: list = []
+        self._buf: Optional[torch.Tensor] = None
+
+    def start(self, send: torch.Tensor) -> None:
+        send = send.contiguous()
+        self._buf = torch.empty_like(send)
+        nxt = self.info.global_rank(self.info.rank + 1)
+        prv = self.info.global_rank(self.info.rank - 1)
+        ops = [
+            dist.P2POp(dist.isend, send, nxt, self.info.group, self.tag),
+            dist.P2POp(dist.irecv, self._buf, prv, self.info.group, self.tag),
+        ]
+        self._send = send  # keep alive until the transfer completes
+        self._reqs = dist.batch_isend_irecv(ops)
+
+    def wait(self) -> torch.Tensor:
+        for req in self._reqs:
+            req.wait()
+        self._reqs = []
+        buf, self._buf, self._send = self._buf, None, None
+        assert buf is not None
+        return buf

@@ -1,0 +1,117 @@
+"""Parity checks of ``cp_attention`` against the dense float64 reference, run on every rank.
+
+Each :class:`ParityCase` names a group of global ranks, a batch of sequence lengths, a
+scheme, causality and a dtype. Every rank builds the same seeded global tensors, computes
+the reference (float64, on inputs rounded to the case's dtype), runs its shard through
+``cp_attention`` forward and backward, and reports the largest absolute error of the
+output and of dq, dk, dv on its share. Used by the tests and by ``fcp-tune demo``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+
+from fcp_tune.attention.api import cp_attention, shard
+from fcp_tune.attention.reference import reference_attention
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """One parity check: a group of global ranks running one packed batch."""
+
+    group: tuple[int, ...]
+    seqlens: tuple[int, ...]
+    scheme: str = "allgather"
+    causal: bool = True
+    dtype: str = "float64"
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ParityError:
+    """Largest absolute errors of one case on one rank (or the max over ranks)."""
+
+    out: float
+    dq: float
+    dk: float
+    dv: float
+
+    @property
+    def worst(self) -> float:
+        return max(self.out, self.dq, self.dk, self.dv)
+
+    def combine(self, other: "ParityError") -> "ParityError":
+        return ParityError(*(max(a, b) for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+
+def _global_tensors(case: ParityCase):
+    total = sum(case.seqlens)
+    gen = torch.Generator().manual_seed(case.seed)
+    dtype = DTYPES[case.dtype]
+
+    def rnd(h: int) -> torch.Tensor:
+        # Round to the case dtype first so the float64 reference sees the same inputs.
+        return torch.randn(total, h, case.head_dim, generator=gen, dtype=torch.float64).to(dtype).double()
+
+    return rnd(case.heads), rnd(case.kv_heads), rnd(case.kv_heads), rnd(case.heads)
+
+
+def check_case(case: ParityCase, group, device: torch.device) -> ParityError:
+    """Run one case on this rank (a member of ``group``) and return its errors."""
+    cu = [0]
+    for length in case.seqlens:
+        cu.append(cu[-1] + length)
+    q, k, v, dout = _global_tensors(case)
+    ref_in = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = reference_attention(*ref_in, cu, causal=case.causal)
+    ref.backward(dout)
+    dtype = DTYPES[case.dtype]
+    local = [shard(t, cu, group).to(device=device, dtype=dtype).requires_grad_() for t in (q, k, v)]
+    out = cp_attention(*local, cu, group=group, causal=case.causal, scheme=case.scheme)
+    out.backward(shard(dout, cu, group).to(device=device, dtype=dtype))
+
+    def err(mine: torch.Tensor, full: torch.Tensor) -> float:
+        expect = shard(full.detach(), cu, group)
+        return float((mine.detach().double().cpu() - expect).abs().max()) if expect.numel() else 0.0
+
+    return ParityError(
+        out=err(out, ref),
+        dq=err(local[0].grad, ref_in[0].grad),
+        dk=err(local[1].grad, ref_in[1].grad),
+        dv=err(local[2].grad, ref_in[2].grad),
+    )
+
+
+def parity_rank(rank: int, world_size: int, cases: list[ParityCase], device_type: str = "cpu") -> dict[int, ParityError]:
+    """Entry point for each rank: create every case's group (all ranks, one order), run its cases."""
+    device = torch.device(device_type, torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
+    groups = {}
+    for members in sorted({c.group for c in cases}, key=lambda g: (len(g), g)):
+        if max(members) >= world_size:
+            raise ValueError(f"case group {members} needs more than {world_size} ranks")
+        groups[members] = dist.new_group(list(members))
+    results: dict[int, ParityError] = {}
+    for i, case in enumerate(cases):
+        if rank in case.group:
+            results[i] = check_case(case, groups[case.group], device)
+    return results
+
+
+def combine_ranks(per_rank: list[dict[int, ParityError]], n_cases: int) -> list[ParityError]:
+    """Max over ranks of each case's errors."""
+    out: list[ParityError | None] = [None] * n_cases
+    for res in per_rank:
+        for i, e in res.items():
+            out[i] = e if out[i] is None else out[i].combine(e)
+    missing = [i for i, e in enumerate(out) if e is None]
+    if missing:
+        raise RuntimeError(f"no rank reported cases {missing}")
+    return out  # type: ignore[return-value]

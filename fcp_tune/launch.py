@@ -1,0 +1,148 @@
+"""Start N local processes with a ``torch.distributed`` process group, collect their results.
+
+Used by ``fcp-tune run/profile/validate`` when not under torchrun, and by the tests. Gloo
+processes are forked (fast: ~0.2 s for 8) with one compute thread each; NCCL processes are
+spawned (fork is unsafe once CUDA is initialised). The group rendezvous through a file
+store in a fresh temporary directory. If any rank raises or dies, the others are killed
+at once and :class:`RankFailure` names the rank; a run that outlives ``timeout`` is killed
+too. No child outlives the call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import tempfile
+import time
+import traceback
+from datetime import timedelta
+from typing import Any, Callable, Sequence
+
+
+class RankFailure(RuntimeError):
+    """A rank raised, died, or the run timed out; ``rank`` is the first rank that failed."""
+
+    def __init__(self, rank: int | None, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.details = details
+
+
+def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, results) -> None:
+    import torch
+    import torch.distributed as dist
+
+    try:
+        torch.set_num_threads(threads)
+        if backend == "nccl":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        store = dist.FileStore(store_path, world_size)
+        dist.init_process_group(
+            backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
+        )
+        result = fn(rank, world_size, *args)
+        results.put(("ok", rank, result))
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+    except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
+        results.put(("error", rank, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    finally:
+        results.close()
+        results.join_thread()
+        os._exit(0)
+
+
+def run_local(
+    fn: Callable[..., Any],
+    nproc: int,
+    args: Sequence[Any] = (),
+    backend: str = "gloo",
+    timeout: float = 120.0,
+    threads: int = 1,
+    collective_timeout: float | None = None,
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``nproc`` fresh processes; return results by rank.
+
+    Args:
+        fn: a module-level function (picklable for NCCL/spawn).
+        nproc: number of processes (>= 1).
+        backend: ``"gloo"`` (fork) or ``"nccl"`` (spawn, one GPU per rank).
+        timeout: seconds for the whole run before every rank is killed.
+        threads: ``torch.set_num_threads`` in each rank.
+        collective_timeout: process-group timeout (default: ``timeout``).
+
+    Raises:
+        RankFailure: naming the first rank that raised or died, or the run's timeout.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
+    ctx = mp.get_context("fork" if backend == "gloo" else "spawn")
+    results = ctx.Queue()
+    ct = collective_timeout if collective_timeout is not None else timeout
+    with tempfile.TemporaryDirectory(prefix="fcp-tune-") as tmp:
+        store_path = os.path.join(tmp, "store")
+        procs = [
+            ctx.Process(
+                target=_child,
+                args=(fn, r, nproc, tuple(args), backend, store_path, ct, threads, results),
+                daemon=True,
+            )
+            for r in range(nproc)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            return _collect(procs, results, nproc, timeout)
+        finally:
+            _reap(procs)
+
+
+def _collect(procs, results, nproc: int, timeout: float) -> list[Any]:
+    out: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < nproc:
+        try:
+            msg = results.get(timeout=0.2)
+        except queue.Empty:
+            msg = None
+        if msg is not None:
+            if msg[0] == "error":
+                _, rank, text, tb = msg
+                raise RankFailure(rank, f"rank {rank} failed: {text}", tb)
+            out[msg[1]] = msg[2]
+            continue
+        for rank, p in enumerate(procs):
+            if rank not in out and p.exitcode is not None:
+                # It may have reported just before exiting: drain once more before blaming it.
+                try:
+                    msg = results.get(timeout=1.0)
+                except queue.Empty:
+                    msg = None
+                if msg is not None:
+                    if msg[0] == "error":
+                        raise RankFailure(msg[1], f"rank {msg[1]} failed: {msg[2]}", msg[3])
+                    out[msg[1]] = msg[2]
+                    break
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                raise RankFailure(rank, f"rank {rank} died ({how}) without a result")
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(nproc)) - set(out))
+            raise RankFailure(missing[0] if missing else None, f"timed out after {timeout:.0f} s waiting for ranks {missing}")
+    return [out[r] for r in range(nproc)]
+
+
+def _reap(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, TypeError):
+                pass
+    for p in procs:
+        p.join(timeout=5)
