@@ -15,7 +15,7 @@ import torch
 from fcp_tune.attention.parity import ParityCase, combine_ranks, parity_rank
 from fcp_tune.launch import run_local
 
-TOL = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 6e-2}
+from fcp_tune.attention.parity import TOLERANCE as TOL
 
 
 def _lengths(d: int) -> list[tuple[int, ...]]:

@@ -1,0 +1,351 @@
+"""Context-parallel degree policies: which group size each sequence gets, and their YAML form.
+
+A :class:`Policy` answers one question per sequence, "how many ranks must (or should)
+process it?", and carries the two limits every plan honours: the world size ``N`` and the
+per-rank ``token_budget`` (the most tokens one rank may hold in one wave, a memory limit).
+Four kinds, from the baseline to the method fcp-tune implements:
+
+- ``static``: one CP degree for every sequence (Megatron-LM static CP; DP = N // degree).
+- ``pow2``: ``ceil_pow2(min_degree(L))`` (Megatron-Core dynamic CP: powers of two only).
+- ``thresholds``: a length lookup table (``boundaries`` / ``degrees``), any integer degrees;
+  typically tuned offline for one workload.
+- ``adaptive``: the FCP planner decides per batch; :meth:`Policy.degree_for` is the memory
+  minimum and the planner may give a sequence more ranks.
+
+The file layout (``schema: fcp-tune/policy``, ``schema_version: 1``) is documented in
+``docs/POLICIES.md``. Every bad value raises :class:`~fcp_tune.errors.FcpTuneError`
+naming the field, at construction time, so a bad file fails on load rather than mid-run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.fileio import check_document, read_document, write_yaml
+from fcp_tune.layout import tokens_per_rank
+
+POLICY_SCHEMA = "fcp-tune/policy"
+POLICY_SCHEMA_VERSIONS = (1,)
+POLICY_KINDS = ("static", "pow2", "thresholds", "adaptive")
+SCHEMES = ("allgather", "ring")
+
+_TOP_KEYS = (
+    "schema",
+    "schema_version",
+    "kind",
+    "world_size",
+    "token_budget",
+    "scheme",
+    "degree",
+    "thresholds",
+    "metadata",
+)
+
+
+def ceil_pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (1 for ``n <= 1``)."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def min_degree_for(seqlen: int, token_budget: int) -> int:
+    """Fewest ranks whose zigzag shards of a ``seqlen`` sequence hold <= ``token_budget`` each.
+
+    This is ``ceil(seqlen / token_budget)`` for every even budget (provably: a rank holds
+    two chunks of at most ``budget/2`` tokens each). With an odd budget the exact chunking
+    of :mod:`fcp_tune.layout` can put ``budget + 1`` tokens on one rank at that degree;
+    one more rank then always suffices. Using the exact rule keeps the planner's memory
+    check and :meth:`Plan.validate <fcp_tune.planner.Plan.validate>` in agreement.
+    """
+    if seqlen < 1:
+        return 1
+    d = -(-seqlen // token_budget)
+    if token_budget % 2 == 0:
+        return d
+    while max(tokens_per_rank(seqlen, d)) > token_budget:
+        d += 1
+    return d
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or (
+        type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu"
+    )
+
+
+def _int_field(name: str, value: Any, source: str, minimum: int | None = None) -> int:
+    if not _is_int(value):
+        raise FcpTuneError(f"{source}: field '{name}' must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise FcpTuneError(f"{source}: field '{name}' must be >= {minimum}, got {value}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A YAML-safe deep copy: mappings to dicts, tuples to lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if _is_int(value):
+        return int(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How many ranks each sequence gets; see the module docstring for the kinds.
+
+    ``degree`` is for ``static`` only; ``boundaries``/``degrees`` for ``thresholds`` only
+    (``L <= boundaries[0]`` gets ``degrees[0]``, ..., ``L > boundaries[-1]`` gets
+    ``degrees[-1]``). ``metadata`` is free-form provenance, kept out of equality.
+    """
+
+    kind: str
+    world_size: int
+    token_budget: int
+    scheme: str = "allgather"
+    degree: int | None = None
+    boundaries: tuple[int, ...] = ()
+    degrees: tuple[int, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        self._check("<policy>")
+
+    def _check(self, source: str) -> None:
+        """Validate and normalise every field (tuples, plain ints, read-only metadata)."""
+        put = object.__setattr__
+        if not isinstance(self.kind, str) or self.kind not in POLICY_KINDS:
+            raise FcpTuneError(
+                f"{source}: field 'kind' must be one of {', '.join(POLICY_KINDS)}, got {self.kind!r}"
+            )
+        put(self, "world_size", _int_field("world_size", self.world_size, source, 1))
+        put(self, "token_budget", _int_field("token_budget", self.token_budget, source, 1))
+        if not isinstance(self.scheme, str) or self.scheme not in SCHEMES:
+            raise FcpTuneError(
+                f"{source}: field 'scheme' must be one of {', '.join(SCHEMES)}, got {self.scheme!r}"
+            )
+        n = self.world_size
+        if self.kind == "static":
+            if self.degree is None:
+                raise FcpTuneError(f"{source}: field 'degree' is required for kind static")
+            d = _int_field("degree", self.degree, source)
+            if not 1 <= d <= n:
+                raise FcpTuneError(f"{source}: field 'degree' must be in 1..{n} (world_size), got {d}")
+            put(self, "degree", d)
+        elif self.degree is not None:
+            raise FcpTuneError(f"{source}: field 'degree' is only for kind static, not {self.kind}")
+        if not isinstance(self.boundaries, (tuple, list)) or not isinstance(self.degrees, (tuple, list)):
+            raise FcpTuneError(f"{source}: fields 'boundaries' and 'degrees' must be sequences of integers")
+        bounds = tuple(_int_field("boundaries", b, source) for b in self.boundaries)
+        degs = tuple(_int_field("degrees", d, source) for d in self.degrees)
+        if self.kind == "thresholds":
+            if any(b < 1 for b in bounds):
+                raise FcpTuneError(f"{source}: field 'boundaries' must be positive, got {list(bounds)}")
+            if any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
+                raise FcpTuneError(
+                    f"{source}: field 'boundaries' must be strictly increasing, got {list(bounds)}"
+                )
+            if len(degs) != len(bounds) + 1:
+                raise FcpTuneError(
+                    f"{source}: field 'degrees' needs len(boundaries)+1 = {len(bounds) + 1} "
+                    f"entries, got {len(degs)}"
+                )
+            for d in degs:
+                if not 1 <= d <= n:
+                    raise FcpTuneError(
+                        f"{source}: field 'degrees' entries must be in 1..{n} (world_size), got {d}"
+                    )
+        elif bounds or degs:
+            raise FcpTuneError(
+                f"{source}: fields 'boundaries'/'degrees' (thresholds) are only for kind thresholds, "
+                f"not {self.kind}"
+            )
+        put(self, "boundaries", bounds)
+        put(self, "degrees", degs)
+        if not isinstance(self.metadata, Mapping):
+            raise FcpTuneError(f"{source}: field 'metadata' must be a mapping, got {type(self.metadata).__name__}")
+        put(self, "metadata", dict(self.metadata))  # a private copy (a plain dict pickles)
+
+    # ------------------------------------------------------------------ degrees
+    def min_degree(self, seqlen: int) -> int:
+        """The memory minimum: fewest ranks holding <= ``token_budget`` tokens each (>= 1).
+
+        ``ceil(seqlen / token_budget)``, one more for a few lengths when the budget is odd
+        (see :func:`min_degree_for`).
+        """
+        return min_degree_for(int(seqlen), self.token_budget)
+
+    def degree_for(self, seqlen: int) -> int:
+        """The group size this policy gives a sequence of ``seqlen`` tokens.
+
+        static: ``degree``; pow2: ``ceil_pow2(min_degree)``; thresholds: the table lookup;
+        adaptive: ``min_degree`` (the planner may give more). A static or thresholds degree
+        below the memory minimum is raised to ``min_degree`` (such a sequence would not fit
+        otherwise). Raises ``ValueError`` naming the length when the result exceeds
+        ``world_size``: the sequence does not fit ``world_size x token_budget``, or (pow2)
+        its power of two does not fit the world.
+        """
+        m = self.min_degree(seqlen)
+        if self.kind == "static":
+            d = max(int(self.degree), m)  # type: ignore[arg-type]
+        elif self.kind == "pow2":
+            d = ceil_pow2(m)
+        elif self.kind == "thresholds":
+            d = max(self.degrees[bisect.bisect_left(self.boundaries, seqlen)], m)
+        else:
+            d = m
+        if d > self.world_size:
+            why = (
+                f"its power-of-two degree {d}"
+                if self.kind == "pow2" and m <= self.world_size
+                else f"it needs {m} ranks at token_budget {self.token_budget}"
+            )
+            raise FcpTuneError(
+                f"sequence of length {seqlen} does not fit world_size {self.world_size}: {why}"
+            )
+        return d
+
+    def possible_degrees(self) -> tuple[int, ...]:
+        """Every value :meth:`degree_for` can return for some length in ``1..N*budget``, sorted.
+
+        Used to enumerate the communicators a fixed-degree policy can ever need.
+        """
+        n, b = self.world_size, self.token_budget
+        max_m = min_degree_for(n * b, b)  # min degree is non-decreasing in the length
+        out: set[int] = set()
+        if self.kind == "adaptive":
+            out.update(range(1, min(max_m, n) + 1))
+        elif self.kind == "pow2":
+            out.update(p for p in (ceil_pow2(m) for m in range(1, max_m + 1)) if p <= n)
+        elif self.kind == "static":
+            out.add(int(self.degree))  # type: ignore[arg-type]
+            out.update(range(int(self.degree) + 1, min(max_m, n) + 1))  # type: ignore[arg-type]
+        else:
+            lows = (0,) + self.boundaries
+            highs = self.boundaries + (n * b,)
+            for deg, lo, hi in zip(self.degrees, lows, highs):
+                if lo >= n * b:
+                    break
+                m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, n * b), b)
+                out.update(max(deg, m) for m in range(m_lo, m_hi + 1) if max(deg, m) <= n)
+        return tuple(sorted(out))
+
+    def with_world_size(self, world_size: int) -> "Policy":
+        """A copy for another world size (for simulations); degrees must still fit it."""
+        return dataclasses.replace(self, world_size=world_size, metadata=dict(self.metadata))
+
+    # ------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML document form (see ``docs/POLICIES.md``)."""
+        out: dict[str, Any] = {
+            "schema": POLICY_SCHEMA,
+            "schema_version": POLICY_SCHEMA_VERSIONS[-1],
+            "kind": self.kind,
+            "world_size": self.world_size,
+            "token_budget": self.token_budget,
+            "scheme": self.scheme,
+        }
+        if self.kind == "static":
+            out["degree"] = self.degree
+        if self.kind == "thresholds":
+            maxes: list[int | None] = list(self.boundaries) + [None]
+            out["thresholds"] = [{"max_len": m, "degree": d} for m, d in zip(maxes, self.degrees)]
+        out["metadata"] = _plain(self.metadata)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "<policy>") -> "Policy":
+        """Build a policy from its document form; every problem names ``source`` and the field.
+
+        ``schema``/``schema_version`` are checked when present (always, via
+        :func:`load_policy`); a bare mapping without them is accepted for embedding.
+        """
+        if not isinstance(d, Mapping):
+            raise FcpTuneError(f"{source}: expected a mapping, got {type(d).__name__}")
+        unknown = [str(k) for k in d if k not in _TOP_KEYS]
+        if unknown:
+            raise FcpTuneError(
+                f"{source}: unknown field(s) {', '.join(repr(k) for k in unknown)} "
+                f"(known: {', '.join(_TOP_KEYS)})"
+            )
+        if "schema" in d or "schema_version" in d:
+            check_document(dict(d), POLICY_SCHEMA, POLICY_SCHEMA_VERSIONS, source=source)
+        for key in ("kind", "world_size", "token_budget"):
+            if key not in d:
+                raise FcpTuneError(f"{source}: field '{key}' is required")
+        kind = d["kind"]
+        boundaries: list[Any] = []
+        degrees: list[Any] = []
+        if "thresholds" in d:
+            if kind != "thresholds":
+                raise FcpTuneError(f"{source}: field 'thresholds' is only for kind thresholds, not {kind!r}")
+            boundaries, degrees = _parse_thresholds(d["thresholds"], source)
+        elif kind == "thresholds":
+            raise FcpTuneError(f"{source}: field 'thresholds' is required for kind thresholds")
+        metadata = d.get("metadata")
+        if metadata is None:
+            metadata = {}
+        policy = cls.__new__(cls)
+        values = {
+            "kind": kind,
+            "world_size": d["world_size"],
+            "token_budget": d["token_budget"],
+            "scheme": d.get("scheme", "allgather"),
+            "degree": d.get("degree"),
+            "boundaries": tuple(boundaries),
+            "degrees": tuple(degrees),
+            "metadata": metadata,
+        }
+        for key, value in values.items():
+            object.__setattr__(policy, key, value)
+        policy._check(source)
+        return policy
+
+
+def _parse_thresholds(rows: Any, source: str) -> tuple[list[int], list[int]]:
+    """``[{max_len, degree}, ..., {max_len: null, degree}]`` -> (boundaries, degrees)."""
+    if not isinstance(rows, list) or not rows:
+        raise FcpTuneError(f"{source}: field 'thresholds' must be a non-empty list of {{max_len, degree}}")
+    boundaries: list[int] = []
+    degrees: list[int] = []
+    for i, row in enumerate(rows):
+        where = f"thresholds[{i}]"
+        if not isinstance(row, Mapping):
+            raise FcpTuneError(f"{source}: field '{where}' must be a mapping {{max_len, degree}}, got {row!r}")
+        extra = [str(k) for k in row if k not in ("max_len", "degree")]
+        if extra or "degree" not in row or "max_len" not in row:
+            raise FcpTuneError(
+                f"{source}: field '{where}' must have exactly the keys max_len and degree, got {sorted(map(str, row))}"
+            )
+        last = i == len(rows) - 1
+        max_len = row["max_len"]
+        if last:
+            if max_len is not None:
+                raise FcpTuneError(
+                    f"{source}: field '{where}.max_len' must be null (the last range is open-ended), got {max_len!r}"
+                )
+        else:
+            boundaries.append(_int_field(f"{where}.max_len", max_len, source))
+        degrees.append(_int_field(f"{where}.degree", row["degree"], source))
+    return boundaries, degrees
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """Read and validate a policy file (``schema: fcp-tune/policy``)."""
+    data = read_document(path, POLICY_SCHEMA, POLICY_SCHEMA_VERSIONS)
+    return Policy.from_dict(data, source=str(path))
+
+
+def save_policy(policy: Policy, path: str | os.PathLike[str]) -> Path:
+    """Atomically write ``policy`` as YAML to ``path``; returns the path."""
+    return write_yaml(path, policy.to_dict())
