@@ -1,0 +1,168 @@
+"""Shared building blocks of the planners: exact per-rank loads, degrees, bin packing, placement.
+
+- :func:`rank_loads` / :func:`fits`: tokens each rank of a group holds under the exact zigzag
+  chunking of :mod:`fcp_tune.layout`, vectorised with numpy (the plan checker uses the
+  plain-Python original; the tests prove they agree).
+- :func:`policy_degrees`: :meth:`Policy.degree_for` for a whole batch at once.
+- :func:`pack_class`: best-fit-decreasing packing of sequences that share one degree into
+  bins whose every rank stays within the token budget.
+- :func:`place_fixed`: first-fit placement of fixed-degree bins onto aligned contiguous
+  rank ranges, wave after wave.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Sequence
+
+import numpy as np
+
+from fcp_tune.policy import Policy, ceil_pow2, min_degree_for
+
+_KEY = 1 << 24  # bin-index field of the packing sort keys (more bins than this is absurd)
+
+
+def rank_loads(lengths: Sequence[int] | np.ndarray, degree: int) -> np.ndarray:
+    """Tokens each of ``degree`` ranks holds for these sequences (zigzag, exact).
+
+    Rank ``i`` of sequence ``L`` holds ``g(i+1) - g(i)`` tokens with
+    ``g(i) = floor(i L / 2d) + ceil(i L / 2d)`` (its chunks ``i`` and ``2d-1-i``).
+    """
+    L = np.asarray(lengths, dtype=np.int64).reshape(-1, 1)
+    two_d = 2 * degree
+    i = np.arange(degree + 1, dtype=np.int64).reshape(1, -1)
+    prod = i * L
+    g = (prod // two_d - ((-prod) // two_d)).sum(axis=0)
+    return np.diff(g)
+
+
+def fits(lengths: Sequence[int] | np.ndarray, degree: int, budget: int) -> bool:
+    """Whether no rank of a ``degree`` group holds more than ``budget`` tokens of these sequences."""
+    total = int(np.sum(lengths))
+    if degree == 1 or total <= budget:
+        return total <= budget
+    return int(rank_loads(lengths, degree).max()) <= budget
+
+
+def min_degrees(lengths: np.ndarray, budget: int) -> np.ndarray:
+    """:func:`~fcp_tune.policy.min_degree_for` of every length (fast path for even budgets)."""
+    m = -(-lengths // budget)
+    if budget % 2:
+        for k, length in enumerate(lengths.tolist()):
+            m[k] = min_degree_for(length, budget)
+    return np.maximum(m, 1)
+
+
+def policy_degrees(policy: Policy, lengths: np.ndarray) -> np.ndarray:
+    """``policy.degree_for(L)`` for every length; raises (naming the length) like it does."""
+    m = min_degrees(lengths, policy.token_budget)
+    if policy.kind == "static":
+        d = np.maximum(m, int(policy.degree))  # type: ignore[arg-type]
+    elif policy.kind == "pow2":
+        d = np.array([ceil_pow2(x) for x in m.tolist()], dtype=np.int64) if m.max() > 1 else m
+    elif policy.kind == "thresholds":
+        idx = np.searchsorted(np.asarray(policy.boundaries, dtype=np.int64), lengths, side="left")
+        d = np.maximum(np.asarray(policy.degrees, dtype=np.int64)[idx], m)
+    else:
+        d = m
+    over = np.nonzero(d > policy.world_size)[0]
+    if over.size:
+        policy.degree_for(int(lengths[over[0]]))  # raises with the policy's message
+    return d
+
+
+def pack_class(
+    ids: Sequence[int], lengths: np.ndarray, degree: int, budget: int, max_probe: int = 16
+) -> list[list[int]]:
+    """Best-fit-decreasing: pack sequences ``ids`` into bins of ``degree`` ranks.
+
+    Sequences go longest first (ties: lower id first) into the open bin with the least
+    spare token capacity that still holds them exactly (every rank <= ``budget``); a new
+    bin opens when none does. With ``degree > 1`` at most ``max_probe`` bins are probed per
+    sequence (rounding can make a bin with enough total room fail the per-rank check).
+    Deterministic; each sequence must fit a bin of its own.
+    """
+    order = sorted(ids, key=lambda s: (-int(lengths[s]), s))
+    bins: list[list[int]] = []
+    keys: list[int] = []  # sorted (spare tokens) * _KEY + bin index
+    if degree == 1:
+        for s in order:
+            length = int(lengths[s])
+            pos = bisect.bisect_left(keys, length * _KEY)
+            if pos < len(keys):
+                key = keys.pop(pos)
+                b = key % _KEY
+                bins[b].append(s)
+                bisect.insort(keys, key - length * _KEY)
+            else:
+                b = len(bins)
+                bins.append([s])
+                bisect.insort(keys, (budget - length) * _KEY + b)
+        return bins
+    loads: list[np.ndarray] = []
+    cap = degree * budget
+    for s in order:
+        length = int(lengths[s])
+        mine = rank_loads([length], degree)
+        mine_max = int(mine.max())
+        pos = bisect.bisect_left(keys, length * _KEY)
+        placed = False
+        for probe in range(pos, min(pos + max_probe, len(keys))):
+            key = keys[probe]
+            b = key % _KEY
+            new = loads[b] + mine
+            if int(new.max()) <= budget:
+                keys.pop(probe)
+                bins[b].append(s)
+                loads[b] = new
+                bisect.insort(keys, key - length * _KEY)
+                placed = True
+                break
+        if not placed:
+            b = len(bins)
+            bins.append([s])
+            loads.append(mine)
+            if mine_max > budget:
+                raise ValueError(f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens")
+            bisect.insort(keys, (cap - length) * _KEY + b)
+    return bins
+
+
+def place_fixed(
+    bins: Sequence[tuple[int, list[int]]], world_size: int
+) -> list[list[tuple[int, int, list[int]]]]:
+    """Place ``(degree, seq_ids)`` bins, in the given order, onto waves of ``world_size`` ranks.
+
+    A bin of degree ``d`` may only start at a multiple of ``d`` (so a policy with degrees
+    ``D`` needs at most ``sum(N // d for d in D)`` communicators). Each bin takes the
+    lowest free aligned slot of the earliest wave that has one; a new wave opens when none
+    does. Callers pass bins most expensive first, so costly bins share the early waves and
+    cheap ones fill the gaps left in them. Returns per wave ``(start, size, seq_ids)``.
+    """
+    occupied: list[bytearray] = []
+    waves: list[list[tuple[int, int, list[int]]]] = []
+    next_start: list[dict[int, int]] = []  # per wave: degree -> lowest aligned start maybe free
+    first_wave: dict[int, int] = {}  # degree -> earliest wave maybe holding a free slot
+    for d, ids in bins:
+        w = first_wave.get(d, 0)
+        while True:
+            if w == len(waves):
+                occupied.append(bytearray(world_size))
+                waves.append([])
+                next_start.append({})
+            occ = occupied[w]
+            p = next_start[w].get(d, 0)
+            while p + d <= world_size:
+                hit = occ.find(1, p, p + d)
+                if hit < 0:
+                    break
+                p = (hit // d + 1) * d
+            next_start[w][d] = p
+            if p + d <= world_size:
+                occ[p : p + d] = b"\x01" * d
+                next_start[w][d] = p + d
+                waves[w].append((p, d, ids))
+                first_wave[d] = w
+                break
+            w += 1
+    return waves
