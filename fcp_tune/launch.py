@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import tempfile
@@ -30,7 +31,7 @@ class RankFailure(RuntimeError):
         self.details = details
 
 
-def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, results) -> None:
+def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, results, events) -> None:
     import torch
     import torch.distributed as dist
 
@@ -42,8 +43,11 @@ def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, 
         dist.init_process_group(
             backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
         )
-        result = fn(rank, world_size, *args)
-        results.put(("ok", rank, result))
+        extra = (events,) if events is not None else ()
+        result = fn(rank, world_size, *args, *extra)
+        # Plain pickle copies tensor data; the queue's own reducer would pass shared-memory
+        # file descriptors that die with this process.
+        results.put(("ok", rank, pickle.dumps(result)))
         try:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - best effort on the way out
@@ -64,6 +68,7 @@ def run_local(
     timeout: float = 120.0,
     threads: int = 1,
     collective_timeout: float | None = None,
+    on_event: Callable[[Any], None] | None = None,
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``nproc`` fresh processes; return results by rank.
 
@@ -74,6 +79,9 @@ def run_local(
         timeout: seconds for the whole run before every rank is killed.
         threads: ``torch.set_num_threads`` in each rank.
         collective_timeout: process-group timeout (default: ``timeout``).
+        on_event: if given, ``fn`` receives a queue as its last argument; whatever a rank
+            puts there is passed to ``on_event`` in the parent while the run goes on
+            (progress bars).
 
     Raises:
         RankFailure: naming the first rank that raised or died, or the run's timeout.
@@ -84,13 +92,14 @@ def run_local(
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     ctx = mp.get_context("fork" if backend == "gloo" else "spawn")
     results = ctx.Queue()
+    events = ctx.Queue() if on_event is not None else None
     ct = collective_timeout if collective_timeout is not None else timeout
     with tempfile.TemporaryDirectory(prefix="fcp-tune-") as tmp:
         store_path = os.path.join(tmp, "store")
         procs = [
             ctx.Process(
                 target=_child,
-                args=(fn, r, nproc, tuple(args), backend, store_path, ct, threads, results),
+                args=(fn, r, nproc, tuple(args), backend, store_path, ct, threads, results, events),
                 daemon=True,
             )
             for r in range(nproc)
@@ -98,15 +107,24 @@ def run_local(
         for p in procs:
             p.start()
         try:
-            return _collect(procs, results, nproc, timeout)
+            return _collect(procs, results, nproc, timeout, events, on_event)
         finally:
             _reap(procs)
 
 
-def _collect(procs, results, nproc: int, timeout: float) -> list[Any]:
+def _drain(events, on_event) -> None:
+    while events is not None:
+        try:
+            on_event(events.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _collect(procs, results, nproc: int, timeout: float, events=None, on_event=None) -> list[Any]:
     out: dict[int, Any] = {}
     deadline = time.monotonic() + timeout
     while len(out) < nproc:
+        _drain(events, on_event)
         try:
             msg = results.get(timeout=0.2)
         except queue.Empty:
@@ -115,7 +133,7 @@ def _collect(procs, results, nproc: int, timeout: float) -> list[Any]:
             if msg[0] == "error":
                 _, rank, text, tb = msg
                 raise RankFailure(rank, f"rank {rank} failed: {text}", tb)
-            out[msg[1]] = msg[2]
+            out[msg[1]] = pickle.loads(msg[2])
             continue
         for rank, p in enumerate(procs):
             if rank not in out and p.exitcode is not None:
@@ -127,13 +145,14 @@ def _collect(procs, results, nproc: int, timeout: float) -> list[Any]:
                 if msg is not None:
                     if msg[0] == "error":
                         raise RankFailure(msg[1], f"rank {msg[1]} failed: {msg[2]}", msg[3])
-                    out[msg[1]] = msg[2]
+                    out[msg[1]] = pickle.loads(msg[2])
                     break
                 how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
                 raise RankFailure(rank, f"rank {rank} died ({how}) without a result")
         if time.monotonic() > deadline:
             missing = sorted(set(range(nproc)) - set(out))
             raise RankFailure(missing[0] if missing else None, f"timed out after {timeout:.0f} s waiting for ranks {missing}")
+    _drain(events, on_event)
     return [out[r] for r in range(nproc)]
 
 

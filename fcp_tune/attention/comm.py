@@ -7,8 +7,11 @@ exchange, and the same code path on gloo and NCCL. A group of size 1 never commu
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -16,6 +19,27 @@ import torch.distributed as dist
 # torch 2.14 renames the tensor collectives; accept either.
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+# Seconds spent blocked in communication, for whoever opened a ``timed_comm`` block in
+# this context (the executor's per-rank comm/busy split). Unset means nobody is counting.
+_COMM_SECONDS: ContextVar[Optional[list]] = ContextVar("fcp_tune_comm_seconds", default=None)
+
+
+@contextmanager
+def timed_comm() -> Iterator[list]:
+    """Count the seconds this context spends blocked in CP communication: ``acc[0]``."""
+    acc = [0.0]
+    token = _COMM_SECONDS.set(acc)
+    try:
+        yield acc
+    finally:
+        _COMM_SECONDS.reset(token)
+
+
+def _account(t0: float) -> None:
+    acc = _COMM_SECONDS.get()
+    if acc is not None:
+        acc[0] += time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -58,7 +82,9 @@ def all_gather_varlen(x: torch.Tensor, counts: tuple[int, ...], info: GroupInfo)
     if width == 0:
         return [x[:0] for _ in counts]
     out = x.new_empty((info.size * width,) + tuple(x.shape[1:]))
+    t0 = time.perf_counter()
     _all_gather(out, _pad_rows(x, width), group=info.group)
+    _account(t0)
     return [out[r * width : r * width + c] for r, c in enumerate(counts)]
 
 
@@ -72,7 +98,9 @@ def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], in
         return parts[info.rank]
     send = torch.cat([_pad_rows(p, width) for p in parts], 0)
     out = send.new_empty((width,) + tuple(send.shape[1:]))
+    t0 = time.perf_counter()
     _reduce_scatter(out, send, group=info.group)
+    _account(t0)
     return out[:mine]
 
 
@@ -102,8 +130,10 @@ class RingExchange:
         self._reqs = dist.batch_isend_irecv(ops)
 
     def wait(self) -> torch.Tensor:
+        t0 = time.perf_counter()
         for req in self._reqs:
             req.wait()
+        _account(t0)
         self._reqs = []
         buf, self._buf, self._send = self._buf, None, None
         assert buf is not None

@@ -71,12 +71,15 @@ class DefaultCost:
     def group_time_table(self, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
         """``out[k, j] = group_time(bins[k], degrees[k, j])``, vectorised."""
         degrees = np.asarray(degrees, dtype=np.float64)
-        work = np.empty(len(bins))
-        tokens = np.empty(len(bins))
-        for k, b in enumerate(bins):
-            arr = np.asarray(b, dtype=np.float64)
-            work[k] = self._work(arr).sum()
-            tokens[k] = arr.sum()
+        counts = np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins))
+        flat = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for b in bins]) if len(bins) else np.zeros(0)
+        work = np.zeros(len(bins))
+        tokens = np.zeros(len(bins))
+        nonempty = counts > 0
+        if flat.size:
+            offsets = (np.cumsum(counts) - counts)[nonempty]
+            work[nonempty] = np.add.reduceat(self._work(flat), offsets)
+            tokens[nonempty] = np.add.reduceat(flat, offsets)
         return self.table_from_totals(work, tokens, degrees)
 
     def table_from_totals(self, work: np.ndarray, tokens: np.ndarray, degrees: np.ndarray) -> np.ndarray:

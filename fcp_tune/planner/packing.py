@@ -82,7 +82,8 @@ def pack_class(
     sequence (rounding can make a bin with enough total room fail the per-rank check).
     Deterministic; each sequence must fit a bin of its own.
     """
-    order = sorted(ids, key=lambda s: (-int(lengths[s]), s))
+    idx = np.asarray(ids, dtype=np.int64)
+    order = idx[np.lexsort((idx, -lengths[idx]))].tolist() if len(idx) else []
     bins: list[list[int]] = []
     keys: list[int] = []  # sorted (spare tokens) * _KEY + bin index
     if degree == 1:

@@ -1,0 +1,202 @@
+"""One training step of one policy on one rank: plan, run the waves, all-reduce, AdamW.
+
+Every rank derives the same plan from the same batch (checked with one all-reduce of the
+plan digest), runs the waves whose groups it belongs to (forward and backward of its
+share, gradients accumulate), then waits for the slowest rank (idle), all-reduces the
+gradients and the loss over the world (comm) and steps the optimizer. The loss is
+normalised per predicted token over the whole global batch, so the result does not
+depend on how sequences were spread over groups and waves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from fcp_tune.attention import cp_attention
+from fcp_tune.attention.comm import timed_comm
+from fcp_tune.executor.data import local_batch, target_count
+from fcp_tune.executor.model import Decoder
+from fcp_tune.executor.pool import GroupPool
+from fcp_tune.planner import Plan, plan_batch
+from fcp_tune.policy import Policy
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Make ``rank`` fail at ``step`` after its first forward: ``raise`` or ``kill`` (SIGKILL). For tests."""
+
+    rank: int
+    step: int
+    kind: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("raise", "kill"):
+            raise ValueError(f"fault kind must be 'raise' or 'kill', got {self.kind!r}")
+
+
+@dataclass
+class PolicyState:
+    """A policy's model replica and optimizer on this rank (mutable training state)."""
+
+    name: str
+    policy: Policy
+    model: Decoder
+    optimizer: torch.optim.Optimizer
+    params: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one rank measured in one step of one policy."""
+
+    policy: str
+    step: int
+    rank: int
+    wall_s: float
+    busy_s: float
+    comm_s: float
+    idle_s: float
+    loss: float
+    tokens: int
+    waves: int
+    layout: str
+    plan_digest: int
+    peak_bytes: int
+    plan_s: float
+
+
+def describe_plan(plan: Plan) -> str:
+    """Group sizes per wave, e.g. ``"2+1+1 | 4"``."""
+    return " | ".join("+".join(str(g.size) for g in w.groups) for w in plan.waves)
+
+
+@contextmanager
+def _saved_bytes() -> Iterator[list]:
+    """Count bytes of non-parameter tensors saved for backward (activation memory)."""
+    acc = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not (t.is_leaf and t.requires_grad):
+            acc[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield acc
+
+
+def _check_same_plan(digest: int, device: torch.device) -> None:
+    t = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if int(t[0]) != digest or int(t[1]) != -digest:
+        raise RuntimeError(f"ranks derived different plans (digest {digest} on rank {dist.get_rank()})")
+
+
+def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def train_step(
+    state: PolicyState,
+    seqlens: Sequence[int],
+    step: int,
+    pool: GroupPool,
+    seed: int,
+    device: torch.device,
+    cost=None,
+    fault: Optional[FaultSpec] = None,
+) -> StepRecord:
+    """Run one step of ``state``'s policy on the global batch ``seqlens``; return this rank's record."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    t_start = time.perf_counter()
+    plan = plan_batch(seqlens, state.policy, world, cost=cost)
+    plan_s = time.perf_counter() - t_start
+    _check_same_plan(plan.digest(), device)
+    with timed_comm() as attn_comm:
+        loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault)
+    t_work = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    dist.barrier()
+    idle = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loss_total = allreduce_grads(state.params, loss_sum, device)
+    allreduce_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=False)
+    opt_s = time.perf_counter() - t0
+    wall = time.perf_counter() - t_start
+    model_bytes = sum(p.numel() * p.element_size() for p in state.params) * 4  # params, grads, Adam m and v
+    return StepRecord(
+        policy=state.name, step=step, rank=rank, wall_s=wall,
+        busy_s=t_work - attn_comm[0] + opt_s, comm_s=attn_comm[0] + allreduce_s, idle_s=idle,
+        loss=loss_total, tokens=int(sum(seqlens)), waves=len(plan.waves), layout=describe_plan(plan),
+        plan_digest=plan.digest(), peak_bytes=peak_act + model_bytes, plan_s=plan_s,
+    )
+
+
+def run_waves(
+    state: PolicyState,
+    plan: Plan,
+    seqlens: Sequence[int],
+    step: int,
+    pool: GroupPool,
+    seed: int,
+    device: torch.device,
+    fault: Optional[FaultSpec] = None,
+) -> tuple[float, int]:
+    """Forward and backward of this rank's share of every wave; gradients accumulate.
+
+    Returns this rank's part of the loss (per-token over the whole global batch) and the
+    largest activation memory saved for backward in one wave.
+    """
+    rank = dist.get_rank()
+    cfg = state.model.cfg
+    n_targets = max(1, target_count(seqlens))
+    loss_sum = 0.0
+    peak_act = 0
+    for w in range(len(plan.waves)):
+        g = plan.group_of(w, rank)
+        if g is None:
+            continue
+        lb = local_batch(seqlens, g.seq_ids, g.size, rank - g.start, cfg.vocab_size, seed, step)
+        group = pool.get(g.start, g.size)
+
+        def attention(q, k, v, _cu=lb.cu_seqlens, _group=group):
+            return cp_attention(q, k, v, _cu, group=_group, causal=True, scheme=state.policy.scheme)
+
+        with _saved_bytes() as saved:
+            logits = state.model(lb.ids.to(device), lb.positions.to(device), attention)
+            loss = F.cross_entropy(_loss_dtype(logits), lb.targets.to(device), ignore_index=-100, reduction="sum")
+            loss = loss / n_targets
+        peak_act = max(peak_act, saved[0])
+        if fault is not None and fault.rank == rank and fault.step == step:
+            if fault.kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"injected fault on rank {rank} at step {step}")
+        loss.backward()
+        loss_sum += float(loss.detach())
+    return loss_sum, peak_act
+
+
+def allreduce_grads(params: list, loss_sum: float, device: torch.device) -> float:
+    """Sum gradients and the loss over the world in one collective."""
+    flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    buf = torch.cat(flat + [torch.tensor([loss_sum], dtype=flat[0].dtype, device=device)])
+    dist.all_reduce(buf)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(buf[offset : offset + n].view_as(p))
+        offset += n
+    return float(buf[-1])

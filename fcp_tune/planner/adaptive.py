@@ -1,0 +1,192 @@
+"""The adaptive (FCP) planner: any group size, chosen per batch to minimise predicted time.
+
+1. **Memory-aware packing.** Every sequence needs at least ``m = min_degree(L)`` ranks.
+   Sequences sharing a minimum degree are packed best-fit-decreasing into bins of that
+   many ranks (per-rank exact capacity ``token_budget``). Sequences with ``m >= 2`` do not
+   share bins (two of them never fit ``m`` ranks), so long sequences keep their own groups.
+2. **Waves.** If the bins' minimum degrees sum to more than ``N``, the batch needs
+   ``W >= ceil(sum m / N)`` waves: bins go, largest predicted work (time x ranks) first, to
+   the wave with the least work that still has the ranks; a new wave opens if none has.
+3. **Degrees per wave** (the paper's DP, solved exactly by :mod:`~fcp_tune.planner.solve`):
+   each bin may take any degree from its minimum up to its minimum plus the wave's spare
+   ranks; the least makespan assignment is found, spare ranks then go to the slowest bin.
+   A bin of short sequences (``m = 1``) may instead be *split* into several groups that
+   share its ranks (data parallelism beats context parallelism for short sequences: no
+   communication); its time for each degree is the smaller of the CP estimate and
+   the split estimate ``max(t(bin, 1) / q, t(longest, 1))`` with ``q = min(degree, #seqs)``.
+4. **Realise** the choice: split bins are dealt longest first to the least-loaded part
+   (kept only if no part is slower than the unsplit group); groups are laid out
+   contiguously, largest first. Any integer degree appears (3, 5, 6, ...).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from fcp_tune.planner.cost import CostFn, cost_table
+from fcp_tune.planner.packing import min_degrees, pack_class
+from fcp_tune.planner.pool import pool_candidate, row_table
+from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.policy import Policy
+
+Placed = list[list[tuple[int, int, list[int]]]]
+
+POOL_DEGREES = (1, 2, 3, 4, 6, 8)  # group sizes tried for the data-parallel pool of a wave
+
+
+def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
+    """Waves of ``(start, size, seq_ids)`` for the adaptive policy (see the module docstring)."""
+    n, budget = policy.world_size, policy.token_budget
+    mins = min_degrees(lengths, budget)
+    over = np.nonzero(mins > n)[0]
+    if over.size:
+        policy.degree_for(int(lengths[over[0]]))  # raises, naming the length
+    bins: list[list[int]] = []
+    bin_min: list[int] = []
+    for d in sorted(set(mins.tolist()), reverse=True):
+        members = np.nonzero(mins == d)[0].tolist()
+        packed = [[s] for s in members] if d >= 4 else pack_class(members, lengths, d, budget)
+        bins.extend(packed)
+        bin_min.extend([d] * len(packed))
+    m = np.asarray(bin_min, dtype=np.int64)
+    base = cost_table(cost, [lengths[b] for b in bins], m[:, None])[:, 0]
+    waves = _assign_waves(m, base * m, n)
+    return [_plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost) for w in waves]
+
+
+def _assign_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
+    """Bins (by index) per wave: largest work first to the least-loaded wave with room."""
+    count = max(1, -(-int(m.sum()) // n))
+    load = [0.0] * count
+    free = [n] * count
+    members: list[list[int]] = [[] for _ in range(count)]
+    for i in sorted(range(len(m)), key=lambda i: (-work[i], -m[i], i)):
+        need = int(m[i])
+        best = -1
+        for w in range(len(load)):
+            if free[w] >= need and (best < 0 or load[w] < load[best]):
+                best = w
+        if best < 0:
+            load.append(0.0)
+            free.append(n)
+            members.append([])
+            best = len(load) - 1
+        load[best] += float(work[i])
+        free[best] -= need
+        members[best].append(i)
+    return [sorted(w) for w in members if w]
+
+
+def _plan_wave(
+    bins: list[list[int]], m: np.ndarray, lengths: np.ndarray, n: int, budget: int, cost: CostFn
+) -> list[tuple[int, int, list[int]]]:
+    """Best of the wave's candidate layouts by predicted makespan, laid out contiguously.
+
+    Candidates: pools of degree ``g`` in :data:`POOL_DEGREES` (:mod:`.pool`) and the
+    paper's DP over the packed bins with splitting (:func:`_choose`). When nothing else
+    fits, the bins run at their minimum degrees.
+    """
+    short = [s for b, d in zip(bins, m.tolist()) if d == 1 for s in b]
+    rows = [b for b, d in zip(bins, m.tolist()) if d > 1]
+    row_min = [d for d in m.tolist() if d > 1]
+    c1 = (
+        cost_table(cost, [lengths[[s]] for s in short], np.ones((len(short), 1), dtype=np.int64))[:, 0]
+        if short
+        else np.zeros(0)
+    )
+    slack = n - int(m.sum())
+    candidates: list[list[tuple[int, list[int]]]] = [[(int(d), b) for d, b in zip(m, bins)]]
+    if slack > 0:
+        candidates.append(_choose(bins, m, slack, lengths, budget, cost))
+    spans = [_makespan(c, lengths, cost) for c in candidates]
+    pool_best = float("inf")
+    for g in POOL_DEGREES:
+        if g > n:
+            break
+        got = pool_candidate(g, rows, row_min, short, c1, lengths, n, budget, cost)
+        if got is None:
+            continue
+        span = _makespan(got, lengths, cost)
+        candidates.append(got)
+        spans.append(span)
+        if span >= pool_best:
+            break  # larger pools only pay off while they keep improving
+        pool_best = span
+    groups = candidates[min(range(len(candidates)), key=lambda i: (spans[i], i))]
+    groups.sort(key=lambda g: (-g[0], min(g[1])))
+    out = []
+    start = 0
+    for size, ids in groups:
+        out.append((start, size, sorted(ids)))
+        start += size
+    return out
+
+
+def _makespan(groups: list[tuple[int, list[int]]], lengths: np.ndarray, cost: CostFn) -> float:
+    """Predicted time of the slowest group."""
+    sizes = np.array([[size] for size, _ in groups], dtype=np.int64)
+    return float(cost_table(cost, [lengths[ids] for _, ids in groups], sizes).max())
+
+
+def _choose(
+    bins: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn
+) -> list[tuple[int, list[int]]]:
+    """Fallback when the pool does not fit: the packed bins are the rows; short bins may split."""
+    k = len(bins)
+    table = row_table(bins, m, slack, lengths, budget, cost)
+    degrees = m[:, None] + np.arange(slack + 1)[None, :]
+    bin_lengths = [lengths[b] for b in bins]
+    counts = np.array([len(b) for b in bins], dtype=np.int64)
+
+    # Split option for bins of short sequences: several groups instead of one CP group.
+    splittable = np.nonzero((m == 1) & (counts >= 2))[0]
+    split_est = np.full_like(table, np.inf)
+    if splittable.size:
+        tops = [[int(bin_lengths[i].max())] for i in splittable.tolist()]
+        longest = cost_table(cost, tops, np.ones((splittable.size, 1), dtype=np.int64))[:, 0]
+        q = np.minimum(degrees[splittable], counts[splittable, None]).clip(1)
+        est = np.maximum(table[splittable, :1] / q, longest[:, None])
+        split_est[splittable] = np.where(degrees[splittable] > 0, est, np.inf)
+    choice = np.minimum(table, split_est)
+
+    extra = fill_spare(choice, least_makespan_extra(choice, slack), slack)
+    groups: list[tuple[int, list[int]]] = []
+    for i in range(k):
+        s = int(extra[i])
+        d = int(m[i]) + s
+        if split_est[i, s] < table[i, s]:
+            parts = _split(bins[i], lengths, d, cost, limit=float(table[i, s]))
+            if parts is not None:
+                groups.extend(parts)
+                continue
+        groups.append((d, bins[i]))
+    return groups
+
+
+def _split(
+    ids: list[int], lengths: np.ndarray, degree: int, cost: CostFn, limit: float
+) -> list[tuple[int, list[int]]] | None:
+    """Deal a bin of short sequences over ``q`` groups sharing ``degree`` ranks, or ``None``.
+
+    ``q = min(degree, len(ids))`` groups; the first ``degree % q`` get one rank more.
+    Longest first to the group with the least load per rank (load: time at degree 1).
+    Returns ``None`` when a part would be slower than ``limit`` (the unsplit group's time).
+    """
+    q = min(degree, len(ids))
+    sizes = [degree // q + (1 if j < degree % q else 0) for j in range(q)]
+    weights = cost_table(cost, [lengths[[s]] for s in ids], np.ones((len(ids), 1)))[:, 0]
+    order = sorted(range(len(ids)), key=lambda j: (-weights[j], ids[j]))
+    heap = [(0.0, j) for j in range(q)]
+    parts: list[list[int]] = [[] for _ in range(q)]
+    loads = [0.0] * q
+    for j in order:
+        _, p = heapq.heappop(heap)
+        parts[p].append(ids[j])
+        loads[p] += float(weights[j])
+        heapq.heappush(heap, (loads[p] / sizes[p], p))
+    times = cost_table(cost, [lengths[p] for p in parts], np.array(sizes)[:, None])[:, 0]
+    if float(times.max()) > limit:
+        return None
+    return [(sizes[p], parts[p]) for p in range(q)]

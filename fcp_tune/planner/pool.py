@@ -1,0 +1,167 @@
+"""One wave of the adaptive planner, for one *pool degree* ``g``: rows + a data-parallel pool.
+
+Within a wave, sequences whose minimum degree exceeds ``g`` (and, for ``g = 1``, short
+sequences costlier than the wave's ideal per-rank time) are *rows*: each may take any
+degree from its minimum up. All other sequences form a *pool* run by groups of about
+``g`` ranks, dealt costliest first to the least-loaded group with room. ``g = 1`` is pure
+data parallelism for short sequences (no communication); larger ``g`` pools the memory of
+several ranks, which balances compute better when the wave's memory is nearly full.
+
+The solver (:mod:`~fcp_tune.planner.solve`) splits the wave's ranks between the rows and
+the pool; the pool with ``r`` ranks is estimated at ``max(t(pool, g) / (r // g),
+t(longest, g))`` (its work spread over ``r // g`` groups). Memory for a pool group of
+``s >= 2`` ranks uses the sufficient rule ``sum(L + 2 s) <= s (budget + 1)`` (a rank of
+a zigzag group holds fewer than ``L/s + 2`` tokens of a sequence), so no exact check is
+needed while dealing.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from fcp_tune.planner.cost import CostFn, cost_table
+from fcp_tune.planner.packing import fits, pack_class
+from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.policy import min_degree_for
+
+Groups = list[tuple[int, list[int]]]
+
+
+def pool_candidate(
+    g: int,
+    rows_in: list[list[int]],
+    row_min: list[int],
+    short: list[int],
+    c1: np.ndarray,
+    lengths: np.ndarray,
+    n: int,
+    budget: int,
+    cost: CostFn,
+) -> Groups | None:
+    """Groups ``(size, seq_ids)`` for one wave with pool degree ``g``, or ``None`` if it cannot fit.
+
+    ``rows_in``/``row_min``: the wave's bins of minimum degree >= 2 and those degrees;
+    ``short``: its sequences of minimum degree 1 with ``c1`` their times at degree 1.
+    """
+    rows = [b for b, d in zip(rows_in, row_min) if d > g]
+    row_m = [d for d in row_min if d > g]
+    pool = [s for b, d in zip(rows_in, row_min) if d <= g for s in b]
+    if g == 1:
+        long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0] if rows else np.zeros(0)
+        ideal = (float(c1.sum()) + float((long_work * np.array(row_m)).sum())) / n
+        big = [s for s, c in zip(short, c1.tolist()) if c > ideal]
+        rows = rows + [[s] for s in big]
+        row_m = row_m + [1] * len(big)
+        pool += [s for s, c in zip(short, c1.tolist()) if c <= ideal]
+    else:
+        pool += short
+    sizes = lengths if g == 1 else lengths + 2 * g
+    capacity = budget if g == 1 else g * (budget + 1)
+    misfits = [s for s in pool if sizes[s] > capacity]  # too long for the sufficient rule
+    if misfits:
+        pool = [s for s in pool if sizes[s] <= capacity]
+        rows = rows + [[s] for s in misfits]
+        row_m = row_m + [min_degree_for(int(lengths[s]), budget) for s in misfits]
+    pool.sort()
+    base_bins = pack_class(pool, sizes, 1, capacity) if pool else []
+    r0 = g * len(base_bins)
+    m = np.asarray(row_m, dtype=np.int64)
+    slack = n - int(m.sum()) - r0
+    if slack < 0:
+        return None
+    table = np.empty((len(rows) + (1 if pool else 0), slack + 1))
+    if rows:
+        table[: len(rows)] = row_table(rows, m, slack, lengths, budget, cost)
+    if pool:
+        pool_len = lengths[pool]
+        at_g = cost_table(cost, [pool_len, pool_len[[int(np.argmax(pool_len))]]], np.array([[g], [g]]))[:, 0]
+        groups_at = (r0 + np.arange(slack + 1)) // g
+        table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
+    extra = fill_spare(table, least_makespan_extra(table, slack), slack)
+    out: Groups = [(int(m[i] + extra[i]), rows[i]) for i in range(len(rows))]
+    if pool:
+        weights = _weights(pool, short, c1, lengths, cost)
+        parts = deal(pool, weights, lengths, r0 + int(extra[-1]), g, budget)
+        out.extend(parts if parts is not None else [(g, b) for b in base_bins])
+    return out
+
+
+def _weights(pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndarray, cost: CostFn) -> np.ndarray:
+    """Time at degree 1 of each pool sequence (known for short ones, computed for the rest)."""
+    known = dict(zip(short, c1.tolist()))
+    missing = [s for s in pool if s not in known]
+    if missing:
+        t = cost_table(cost, [lengths[[s]] for s in missing], np.ones((len(missing), 1), dtype=np.int64))[:, 0]
+        known.update(zip(missing, t.tolist()))
+    return np.array([known[s] for s in pool])
+
+
+def deal(
+    ids: list[int], weights: np.ndarray, lengths: np.ndarray, ranks: int, g: int, budget: int
+) -> Groups | None:
+    """Costliest first to the least-loaded (per rank) of ``ranks // g`` groups with room.
+
+    Group sizes are ``ranks // q`` or one more (``q`` groups, at most one per sequence).
+    Returns ``None`` when some sequence finds no group with room; empty groups are dropped.
+    """
+    q = max(1, min(ranks // g, len(ids)))
+    sizes = [ranks // q + (1 if j < ranks % q else 0) for j in range(q)]
+    room = [budget if s == 1 else s * (budget + 1) for s in sizes]
+    pad = [0 if s == 1 else 2 * s for s in sizes]
+    used = [0] * q
+    loads = [0.0] * q
+    parts: list[list[int]] = [[] for _ in range(q)]
+    heap = [(0.0, p) for p in range(q)]
+    parked: list[tuple[int, int]] = []  # (-room left, group): groups too full for the last sequence
+    idx = np.asarray(ids, dtype=np.int64)
+    for j in np.lexsort((idx, -weights)).tolist():
+        length = int(lengths[ids[j]])
+        while parked and -parked[0][0] >= length:
+            p = heapq.heappop(parked)[1]
+            heapq.heappush(heap, (loads[p] / sizes[p], p))
+        while heap:
+            p = heap[0][1]
+            left = room[p] - used[p] - pad[p]
+            if left >= length:
+                break
+            heapq.heappop(heap)
+            heapq.heappush(parked, (-left, p))
+        if not heap:
+            return None
+        _, p = heapq.heappop(heap)
+        parts[p].append(ids[j])
+        used[p] += length + pad[p]
+        loads[p] += float(weights[j])
+        heapq.heappush(heap, (loads[p] / sizes[p], p))
+    return [(sizes[p], parts[p]) for p in range(q) if parts[p]]
+
+
+def row_table(
+    rows: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn
+) -> np.ndarray:
+    """``table[i, s]``: time of row ``i`` at ``m[i] + s`` ranks; ``inf`` where memory fails.
+
+    Cost functions without ``group_time_table`` are asked about a thinned set of degrees
+    (the first 8 extra ranks, then steps of ~25 %); the others are ``inf`` (never chosen).
+    """
+    steps = np.arange(slack + 1, dtype=np.int64)
+    if getattr(cost, "group_time_table", None) is None:
+        keep = np.zeros(slack + 1, dtype=bool)
+        keep[: min(slack, 8) + 1] = True
+        keep[np.unique(np.round(1.25 ** np.arange(60)).astype(np.int64).clip(0, slack))] = True
+        steps = np.where(keep, steps, -1)
+    degrees = np.where(steps >= 0, m[:, None] + steps[None, :], 0)
+    row_lengths = [lengths[b] for b in rows]
+    table = cost_table(cost, row_lengths, degrees)
+    # A row of <= budget tokens fits any degree; bigger ones may need the exact check.
+    totals = np.array([int(x.sum()) for x in row_lengths], dtype=np.int64)
+    counts = np.array([len(b) for b in rows], dtype=np.int64)
+    for i in np.nonzero(totals > budget)[0].tolist():
+        d = degrees[i]
+        unsure = (d > m[i]) & (totals[i] / np.maximum(d, 1) + 2 * counts[i] > budget + 1)
+        for j in np.nonzero(unsure)[0].tolist():
+            if not fits(row_lengths[i], int(d[j]), budget):
+                table[i, j] = np.inf
+    return table
