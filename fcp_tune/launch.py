@@ -120,10 +120,21 @@ def _drain(events, on_event) -> None:
             return
 
 
+# Errors a rank raises when a *peer* went away: they point at the victim, not the cause.
+_PEER_ERRORS = ("Connection closed by peer", "Connection reset", "Read error", "pair.cc", "Broken pipe",
+                "NCCL communicator was aborted", "Timed out", "timed out")
+
+
+def _is_secondary(text: str) -> bool:
+    return any(p in text for p in _PEER_ERRORS)
+
+
 def _collect(procs, results, nproc: int, timeout: float, events=None, on_event=None) -> list[Any]:
     out: dict[int, Any] = {}
+    errors: dict[int, tuple[str, str]] = {}
     deadline = time.monotonic() + timeout
-    while len(out) < nproc:
+    grace_until: float | None = None  # after the first failure, wait briefly to find its root
+    while len(out) + len(errors) < nproc:
         _drain(events, on_event)
         try:
             msg = results.get(timeout=0.2)
@@ -131,29 +142,43 @@ def _collect(procs, results, nproc: int, timeout: float, events=None, on_event=N
             msg = None
         if msg is not None:
             if msg[0] == "error":
-                _, rank, text, tb = msg
-                raise RankFailure(rank, f"rank {rank} failed: {text}", tb)
-            out[msg[1]] = pickle.loads(msg[2])
+                errors[msg[1]] = (msg[2], msg[3])
+                grace_until = grace_until or time.monotonic() + 2.0
+            else:
+                out[msg[1]] = pickle.loads(msg[2])
             continue
-        for rank, p in enumerate(procs):
-            if rank not in out and p.exitcode is not None:
-                # It may have reported just before exiting: drain once more before blaming it.
-                try:
-                    msg = results.get(timeout=1.0)
-                except queue.Empty:
-                    msg = None
-                if msg is not None:
-                    if msg[0] == "error":
-                        raise RankFailure(msg[1], f"rank {msg[1]} failed: {msg[2]}", msg[3])
-                    out[msg[1]] = pickle.loads(msg[2])
-                    break
-                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
-                raise RankFailure(rank, f"rank {rank} died ({how}) without a result")
-        if time.monotonic() > deadline:
+        dead = [r for r, p in enumerate(procs) if r not in out and r not in errors and p.exitcode is not None]
+        if dead:
+            grace_until = grace_until or time.monotonic() + 1.0
+        now = time.monotonic()
+        if grace_until is not None and now > grace_until:
+            _raise_root(procs, out, errors)
+        if now > deadline:
             missing = sorted(set(range(nproc)) - set(out))
             raise RankFailure(missing[0] if missing else None, f"timed out after {timeout:.0f} s waiting for ranks {missing}")
+    if errors:
+        _raise_root(procs, out, errors)
     _drain(events, on_event)
     return [out[r] for r in range(nproc)]
+
+
+def _raise_root(procs, out: dict, errors: dict) -> None:
+    """Blame the rank that caused the failure: a dead one, else a primary error, else the first."""
+    dead = [r for r, p in enumerate(procs) if r not in out and r not in errors and p.exitcode is not None]
+    others = sorted(set(errors) | set(dead))
+    if dead:
+        rank = dead[0]
+        code = procs[rank].exitcode
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        message, details = f"rank {rank} died ({how}) without a result", ""
+    else:
+        primary = [r for r in sorted(errors) if not _is_secondary(errors[r][0])]
+        rank = (primary or sorted(errors))[0]
+        message, details = f"rank {rank} failed: {errors[rank][0]}", errors[rank][1]
+    rest = [r for r in others if r != rank]
+    if rest:
+        message += f" (then ranks {', '.join(map(str, rest))} stopped too)"
+    raise RankFailure(rank, message, details)
 
 
 def _reap(procs) -> None:

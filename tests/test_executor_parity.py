@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import fcp_tune.executor.step as step_mod
+from fcp_tune.executor import data
 from fcp_tune.executor.model import build_model
 from fcp_tune.executor.pool import GroupPool
 from fcp_tune.executor.reference import reference_step
@@ -82,16 +84,34 @@ def test_loss_and_gradients_match_reference(world, dtype, tol):
     assert any(len(w) > 1 for _, plan, _, _ in results for w in plan["waves"])
 
 
-def test_reference_detects_wrong_positions():
-    """Guard for the guard: shifting RoPE positions changes the reference loss."""
-    import fcp_tune.executor.reference as ref
+def _max_errors(world, dtype, scheme):
+    results = run_local(_rank, world, args=(dtype, scheme), timeout=240, collective_timeout=60)[0]
+    ref_model = build_model(dataclasses.replace(MODEL, dtype="float64"), seed=1)
+    ref_loss, ref_grads = reference_step(ref_model, SEQLENS, step=3, seed=7)
+    loss_err = max(abs(loss - ref_loss) for _, _, loss, _ in results)
+    grad_err = max(
+        float((grads[n] - g).abs().max()) / max(1.0, float(g.abs().max()))
+        for _, _, _, grads in results
+        for n, g in ref_grads.items()
+    )
+    return loss_err, grad_err
 
-    model = build_model(dataclasses.replace(MODEL, dtype="float64"), seed=1)
-    base, _ = reference_step(model, SEQLENS, step=0, seed=7)
-    orig = ref.torch.arange
-    try:
-        ref.torch.arange = lambda n, *a, **k: orig(n, *a, **k) + 5  # global-ish positions
-        shifted, _ = reference_step(model, SEQLENS, step=0, seed=7)
-    finally:
-        ref.torch.arange = orig
-    assert abs(base - shifted) > 1e-6
+
+def _chunk_local_positions(seqlens, seq_ids, degree, rank, vocab, seed, step):
+    """A classic CP bug: RoPE positions counted inside the local shard, not the sequence."""
+    lb = data.local_batch(seqlens, seq_ids, degree, rank, vocab, seed, step)
+    return dataclasses.replace(lb, positions=torch.arange(lb.ids.shape[0]))
+
+
+@pytest.mark.slow
+def test_parity_catches_wrong_rope_positions(monkeypatch):
+    monkeypatch.setattr(step_mod, "local_batch", _chunk_local_positions)  # forked ranks inherit it
+    _, grad_err = _max_errors(3, "float64", "allgather")
+    assert grad_err > 1e-6
+
+
+@pytest.mark.slow
+def test_parity_catches_wrong_loss_normalisation(monkeypatch):
+    monkeypatch.setattr(step_mod, "target_count", lambda seqlens: sum(seqlens))  # counts last tokens too
+    loss_err, grad_err = _max_errors(3, "float64", "ring")
+    assert loss_err > 1e-6 and grad_err > 1e-9

@@ -34,6 +34,7 @@ from fcp_tune.policy import Policy
 Placed = list[list[tuple[int, int, list[int]]]]
 
 POOL_DEGREES = (1, 2, 3, 4, 6, 8)  # group sizes tried for the data-parallel pool of a wave
+NEAR_BOUND = 1.03  # stop trying pool degrees when within 3 % of the wave's lower bound
 
 
 def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
@@ -52,12 +53,21 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
         bin_min.extend([d] * len(packed))
     m = np.asarray(bin_min, dtype=np.int64)
     base = cost_table(cost, [lengths[b] for b in bins], m[:, None])[:, 0]
-    waves = _assign_waves(m, base * m, n)
-    return [_plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost) for w in waves]
+    splits = [_balanced_waves(m, base * m, n)]
+    if len(splits[0]) > 1:
+        splits.append(_sorted_waves(m, base, n))
+    best: tuple[float, Placed] | None = None
+    for waves in splits:
+        planned = [_plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost) for w in waves]
+        total = sum(span for span, _ in planned)
+        if best is None or total < best[0]:
+            best = (total, [layout for _, layout in planned])
+    assert best is not None
+    return best[1]
 
 
-def _assign_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
-    """Bins (by index) per wave: largest work first to the least-loaded wave with room."""
+def _balanced_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
+    """Bins per wave: largest work first to the least-loaded of the fewest waves with room."""
     count = max(1, -(-int(m.sum()) // n))
     load = [0.0] * count
     free = [n] * count
@@ -79,14 +89,32 @@ def _assign_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
     return [sorted(w) for w in members if w]
 
 
+def _sorted_waves(m: np.ndarray, time: np.ndarray, n: int) -> list[list[int]]:
+    """Bins per wave: slowest first, each into the first wave with room (costly bins together)."""
+    free: list[int] = []
+    members: list[list[int]] = []
+    for i in sorted(range(len(m)), key=lambda i: (-time[i], -m[i], i)):
+        need = int(m[i])
+        for w in range(len(free)):
+            if free[w] >= need:
+                break
+        else:
+            free.append(n)
+            members.append([])
+            w = len(free) - 1
+        free[w] -= need
+        members[w].append(i)
+    return [sorted(w) for w in members]
+
+
 def _plan_wave(
     bins: list[list[int]], m: np.ndarray, lengths: np.ndarray, n: int, budget: int, cost: CostFn
-) -> list[tuple[int, int, list[int]]]:
-    """Best of the wave's candidate layouts by predicted makespan, laid out contiguously.
+) -> tuple[float, list[tuple[int, int, list[int]]]]:
+    """Predicted makespan and contiguous layout of the best candidate for one wave.
 
-    Candidates: pools of degree ``g`` in :data:`POOL_DEGREES` (:mod:`.pool`) and the
-    paper's DP over the packed bins with splitting (:func:`_choose`). When nothing else
-    fits, the bins run at their minimum degrees.
+    Candidates: the bins at their minimum degrees; the paper's DP over the packed bins
+    with splitting (:func:`_choose`); pools of degree ``g`` (:mod:`.pool`), ``g > 1`` only
+    when ``g = 1`` ends more than 3 % above the wave's lower bound.
     """
     short = [s for b, d in zip(bins, m.tolist()) if d == 1 for s in b]
     rows = [b for b, d in zip(bins, m.tolist()) if d > 1]
@@ -101,27 +129,24 @@ def _plan_wave(
     if slack > 0:
         candidates.append(_choose(bins, m, slack, lengths, budget, cost))
     spans = [_makespan(c, lengths, cost) for c in candidates]
-    pool_best = float("inf")
     for g in POOL_DEGREES:
         if g > n:
             break
         got = pool_candidate(g, rows, row_min, short, c1, lengths, n, budget, cost)
         if got is None:
             continue
-        span = _makespan(got, lengths, cost)
-        candidates.append(got)
-        spans.append(span)
-        if span >= pool_best:
-            break  # larger pools only pay off while they keep improving
-        pool_best = span
-    groups = candidates[min(range(len(candidates)), key=lambda i: (spans[i], i))]
-    groups.sort(key=lambda g: (-g[0], min(g[1])))
+        candidates.append(got[0])
+        spans.append(_makespan(got[0], lengths, cost))
+        if g == 1 and spans[-1] <= NEAR_BOUND * got[1]:
+            break  # close to the lower bound: bigger pool groups can only add communication
+    pick = min(range(len(candidates)), key=lambda i: (spans[i], i))
+    groups = sorted(candidates[pick], key=lambda g: (-g[0], min(g[1])))
     out = []
     start = 0
     for size, ids in groups:
         out.append((start, size, sorted(ids)))
         start += size
-    return out
+    return spans[pick], out
 
 
 def _makespan(groups: list[tuple[int, list[int]]], lengths: np.ndarray, cost: CostFn) -> float:

@@ -39,9 +39,12 @@ def pool_candidate(
     n: int,
     budget: int,
     cost: CostFn,
-) -> Groups | None:
-    """Groups ``(size, seq_ids)`` for one wave with pool degree ``g``, or ``None`` if it cannot fit.
+) -> tuple[Groups, float] | None:
+    """``(groups, bound)`` for one wave with pool degree ``g``, or ``None`` if it cannot fit.
 
+    ``groups`` are ``(size, seq_ids)``. ``bound`` is a lower bound on the wave's makespan
+    for ``g = 1`` (all work at degree 1 over ``n`` ranks, and each row's best time): when
+    the plan comes close to it, larger pool degrees need not be tried.
     ``rows_in``/``row_min``: the wave's bins of minimum degree >= 2 and those degrees;
     ``short``: its sequences of minimum degree 1 with ``c1`` their times at degree 1.
     """
@@ -85,7 +88,11 @@ def pool_candidate(
         weights = _weights(pool, short, c1, lengths, cost)
         parts = deal(pool, weights, lengths, r0 + int(extra[-1]), g, budget)
         out.extend(parts if parts is not None else [(g, b) for b in base_bins])
-    return out
+    bound = ideal if g == 1 else 0.0
+    if rows and g == 1:
+        # No row can beat its time alone on every rank of the wave.
+        bound = max(bound, float(cost_table(cost, [lengths[b] for b in rows], np.full((len(rows), 1), n)).max()))
+    return out, bound
 
 
 def _weights(pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndarray, cost: CostFn) -> np.ndarray:

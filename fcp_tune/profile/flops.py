@@ -11,6 +11,8 @@ divided by the measured seconds; GQA does not change the count (K/V heads are sh
 
 from __future__ import annotations
 
+from fcp_tune.modelcfg import ModelConfig
+
 FLOP_CONVENTION = (
     "FlashAttention-3: forward = 2 * heads * q_len * avg_k * (head_dim + head_dim_v), avg_k = k_len "
     "for a full block, (max(0, k_len - q_len) + k_len) / 2 for a causal block; backward = 2.5 x forward"
@@ -34,3 +36,19 @@ def attention_fwd_flops(q_len: float, k_len: float, causal: bool, heads: int, he
 def attention_bwd_flops(q_len: float, k_len: float, causal: bool, heads: int, head_dim: int, head_dim_v: int | None = None) -> float:
     """Backward FLOPs of one attention block: 2.5x the forward."""
     return BWD_FACTOR * attention_fwd_flops(q_len, k_len, causal, heads, head_dim, head_dim_v)
+
+
+def linear_flops_per_token_per_layer(model: ModelConfig) -> float:
+    """Forward+backward matmul FLOPs per token of one layer (6 x matmul weights)."""
+    h, kvd = model.hidden, model.kv_heads * model.head_dim
+    return 6.0 * (2 * h * h + 2 * h * kvd + 3 * h * model.ffn_hidden)
+
+
+def activation_formula(model: ModelConfig) -> float:
+    """Estimated activation bytes per token per layer: ``(5h + 2 kv_dim + 3 ffn) * dtype + 4 heads``.
+
+    Norm inputs and outputs, Q/K/V, attention output, residual, MLP gate/up outputs and the
+    MLP product; the fp32 log-sum-exp per head. Used to scale a measured value between shapes.
+    """
+    h, kvd = model.hidden, model.kv_heads * model.head_dim
+    return float((5 * h + 2 * kvd + 3 * model.ffn_hidden) * model.dtype_bytes + 4 * model.heads)

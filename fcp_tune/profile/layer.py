@@ -1,15 +1,17 @@
-"""The token-linear reference layer the profiler times, and what a layer keeps for backward.
+"""Token-linear work and activation memory of the executor's own decoder, measured.
 
-"Token-linear" work is everything in a decoder layer whose cost grows with the token
-count only: RMSNorms, the fused QKV and output projections, the SwiGLU MLP and the
-residual adds. :class:`LinearLayer` is exactly that with the attention core replaced by
-the identity on Q (the core is profiled separately, block by block), so timing a stack of
-them gives seconds per token per layer and an effective FLOP/s for the cost model.
+"Token-linear" work is everything whose cost grows with the token count only: RMSNorms,
+RoPE, the Q/K/V/output projections, the SwiGLU MLP, residual adds, the embedding, the LM
+head and the loss. :func:`measure_linear` times forward+backward of the executor's
+:class:`~fcp_tune.executor.model.Decoder` with the attention core replaced by the identity
+on Q (K and V stay in the graph through a zero-weighted sum): the core is profiled block
+by block elsewhere. It also times one AdamW step (the executor's optimizer) per parameter.
 
-:func:`activation_bytes_per_token` counts the bytes autograd saves for backward in one
-layer (storage-deduplicated, via saved-tensor hooks) and adds what the real attention core
-saves (Q, K, V, output, fp32 log-sum-exp). :func:`activation_formula` is the analytic
-estimate the cost model uses to carry a measurement over to another model's shape.
+:func:`activation_bytes_per_token` counts the bytes autograd keeps for backward in one
+decoder :class:`~fcp_tune.executor.model.Block` (each storage once, via saved-tensor
+hooks) plus what the real attention core keeps (Q, K, V and an fp32 log-sum-exp per head;
+its output stands in as the identity's). The cost model carries the number over to
+other shapes with :func:`~fcp_tune.profile.flops.activation_formula`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from typing import Callable
 
 import torch
-from torch import nn
+import torch.nn.functional as F
 
 from fcp_tune.modelcfg import ModelConfig
 
@@ -30,46 +32,9 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def linear_flops_per_token_per_layer(model: ModelConfig) -> float:
-    """Forward+backward matmul FLOPs per token of one layer (6 x matmul weights)."""
-    h, kvd = model.hidden, model.kv_heads * model.head_dim
-    return 6.0 * (2 * h * h + 2 * h * kvd + 3 * h * model.ffn_hidden)
-
-
-def activation_formula(model: ModelConfig) -> float:
-    """Estimated activation bytes per token per layer: ``(5h + 2 kv_dim + 3 ffn) * dtype + 4 heads``.
-
-    Norm inputs and outputs, Q/K/V, attention output, residual, MLP gate/up outputs and the
-    MLP product; the fp32 log-sum-exp per head. Used to scale a measured value between shapes.
-    """
-    h, kvd = model.hidden, model.kv_heads * model.head_dim
-    return float((5 * h + 2 * kvd + 3 * model.ffn_hidden) * model.dtype_bytes + 4 * model.heads)
-
-
-def _rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype) * w
-
-
-class LinearLayer(nn.Module):
-    """One decoder layer without the attention core (Q passes straight to the output projection)."""
-
-    def __init__(self, model: ModelConfig, device: torch.device | str = "cpu") -> None:
-        super().__init__()
-        h, kvd, f = model.hidden, model.kv_heads * model.head_dim, model.ffn_hidden
-        dt = torch_dtype(model.dtype)
-        self.hidden = h
-        self.norm1 = nn.Parameter(torch.ones(h, dtype=dt, device=device))
-        self.norm2 = nn.Parameter(torch.ones(h, dtype=dt, device=device))
-        self.wqkv = nn.Linear(h, h + 2 * kvd, bias=False, dtype=dt, device=device)
-        self.wo = nn.Linear(h, h, bias=False, dtype=dt, device=device)
-        self.w13 = nn.Linear(h, 2 * f, bias=False, dtype=dt, device=device)
-        self.w2 = nn.Linear(f, h, bias=False, dtype=dt, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.wqkv(_rmsnorm(x, self.norm1))[:, : self.hidden]
-        x = x + self.wo(q)
-        g, u = self.w13(_rmsnorm(x, self.norm2)).chunk(2, dim=-1)
-        return x + self.w2(nn.functional.silu(g) * u)
+def identity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Stand-in for the attention core: Q itself, with K and V kept in the autograd graph."""
+    return q + (k.sum() + v.sum()) * 0.0
 
 
 def _sync(device: torch.device) -> None:
@@ -94,35 +59,41 @@ def median_time(fn: Callable[[], object], device: torch.device, warmup: int, rep
 
 
 def measure_linear(model: ModelConfig, tokens: int, device: torch.device, warmup: int, repeats: int) -> dict:
-    """Time forward+backward of ``model.layers`` :class:`LinearLayer` s on ``tokens`` tokens.
+    """Seconds per token of the decoder's token-linear work (fwd + bwd, all layers, LM head, loss).
 
-    Returns ``seconds_per_token_per_layer``, ``flops_per_token_per_layer`` and the Adam
-    step's ``optimizer_s_per_param`` (same parameters, ``foreach`` implementation).
+    Returns ``seconds_per_token``, ``flops_per_token`` (``model.linear_flops_per_token()``)
+    and ``optimizer_s_per_param`` (one AdamW step over the same parameters).
     """
+    from fcp_tune.executor.model import build_model  # the executor's decoder, imported when measuring
+
     torch.manual_seed(0)
-    layers = nn.Sequential(*[LinearLayer(model, device) for _ in range(model.layers)])
-    x = torch.randn(tokens, model.hidden, dtype=torch_dtype(model.dtype), device=device, requires_grad=True)
+    net = build_model(model, seed=0, device=device)
+    ids = torch.randint(0, model.vocab_size, (tokens,), device=device)
+    positions = torch.arange(tokens, device=device)
+    targets = torch.randint(0, model.vocab_size, (tokens,), device=device)
 
     def step() -> None:
-        layers(x).float().square().mean().backward()
+        logits = net(ids, positions, identity_attention)
+        F.cross_entropy(logits.float(), targets).backward()
 
     t = median_time(step, device, warmup, repeats)
-    opt = torch.optim.Adam(layers.parameters(), lr=1e-6)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
     t_opt = median_time(opt.step, device, warmup, repeats)
-    n_params = sum(p.numel() for p in layers.parameters())
+    n_params = sum(p.numel() for p in net.parameters())
     return {
-        "seconds_per_token_per_layer": t / (tokens * model.layers),
-        "flops_per_token_per_layer": linear_flops_per_token_per_layer(model),
+        "seconds_per_token": t / tokens,
+        "flops_per_token": model.linear_flops_per_token(),
         "optimizer_s_per_param": t_opt / n_params,
     }
 
 
 def activation_bytes_per_token(model: ModelConfig, tokens: int = 64) -> float:
-    """Bytes one layer keeps for backward per token: saved tensors of :class:`LinearLayer`
-    (each storage counted once) plus the attention core's Q, K, V, output and fp32 lse."""
+    """Bytes one decoder block keeps for backward, per token (see the module docstring)."""
+    from fcp_tune.executor.model import Block
+
     torch.manual_seed(0)
-    layer = LinearLayer(model)
-    params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+    block = Block(model).to(dtype=torch_dtype(model.dtype))
+    params = {p.untyped_storage().data_ptr() for p in block.parameters()}
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -133,8 +104,7 @@ def activation_bytes_per_token(model: ModelConfig, tokens: int = 64) -> float:
 
     x = torch.randn(tokens, model.hidden, dtype=torch_dtype(model.dtype), requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = layer(x)
-    del out
-    h, kvd = model.hidden, model.kv_heads * model.head_dim
-    core = (2 * h + 2 * kvd) * model.dtype_bytes + 4 * model.heads
+        block(x, torch.arange(tokens), identity_attention)
+    kvd = model.kv_heads * model.head_dim
+    core = (model.hidden + 2 * kvd) * model.dtype_bytes + 4 * model.heads
     return sum(storages.values()) / tokens + core

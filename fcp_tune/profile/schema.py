@@ -118,19 +118,22 @@ class CommCurve:
 
 @dataclass(frozen=True)
 class LinearCost:
-    """Token-linear work (projections, MLP, norms, residuals) per token per layer, fwd + bwd.
+    """Token-linear work of the whole model per token, forward + backward.
 
-    ``flops_per_s = flops_per_token_per_layer / seconds_per_token_per_layer`` is the rate
-    the cost model applies to another model's linear FLOPs (its LM head included).
+    Projections, MLP, norms, RoPE, residuals, embedding, LM head and loss: everything but
+    the attention core. ``flops_per_token`` counts the matmuls only
+    (``ModelConfig.linear_flops_per_token``); ``flops_per_s = flops_per_token /
+    seconds_per_token`` is the effective rate the cost model applies to any model's
+    matmul FLOPs, so the non-matmul work rides along in proportion.
     """
 
-    seconds_per_token_per_layer: float
-    flops_per_token_per_layer: float
+    seconds_per_token: float
+    flops_per_token: float
     method: str = ""
 
     @property
     def flops_per_s(self) -> float:
-        return self.flops_per_token_per_layer / self.seconds_per_token_per_layer
+        return self.flops_per_token / self.seconds_per_token
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,8 @@ class Profile:
             "hardware": dict(self.hardware), "model": {**m.to_dict(), "head_dim": m.head_dim},
             "conventions": {"attention_flops": FLOP_CONVENTION, "collectives": COLLECTIVE_CONVENTION},
             "attention": points, "collectives": coll,
-            "linear": {"seconds_per_token_per_layer": self.linear.seconds_per_token_per_layer,
-                       "flops_per_token_per_layer": self.linear.flops_per_token_per_layer,
+            "linear": {"seconds_per_token": self.linear.seconds_per_token,
+                       "flops_per_token": self.linear.flops_per_token,
                        "tflops": round(self.linear.flops_per_s / 1e12, 4), "method": self.linear.method},
             "memory": {"activation_bytes_per_token_per_layer": self.memory.activation_bytes_per_token_per_layer,
                        "bytes_per_param": self.memory.bytes_per_param,
@@ -308,8 +311,8 @@ def _parse(d: Mapping[str, Any]) -> Profile:
                                     _fit(_get(row, "fit", w), f"{w}.fit"), tuple(samples)))
     lin = _get(d, "linear", "profile")
     linear = LinearCost(
-        _positive(_get(lin, "seconds_per_token_per_layer", "linear"), "linear.seconds_per_token_per_layer"),
-        _positive(_get(lin, "flops_per_token_per_layer", "linear"), "linear.flops_per_token_per_layer"),
+        _positive(_get(lin, "seconds_per_token", "linear"), "linear.seconds_per_token"),
+        _positive(_get(lin, "flops_per_token", "linear"), "linear.flops_per_token"),
         str(lin.get("method", "")),
     )
     mem = _get(d, "memory", "profile")

@@ -1,0 +1,88 @@
+"""Name a policy on the command line: a policy file, or a kind built on another policy.
+
+``static`` is the Megatron-LM baseline at the smallest degree that fits the workload's
+longest sequence in memory; ``static:D`` fixes the degree; ``pow2`` is Megatron-Core's
+dynamic CP; ``adaptive`` is the per-batch FCP algorithm. Built kinds take world size, token
+budget and attention scheme from the base policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.policy import Policy, load_policy
+from fcp_tune.workload import Workload, load_workload
+
+BUILT_KINDS = ("static", "pow2", "adaptive")
+
+
+def default_policy_path() -> Path:
+    """The bundled default policy (adaptive FCP on 4 local ranks)."""
+    return Path(str(resources.files("fcp_tune") / "data" / "default_policy.yaml"))
+
+
+def default_workload_path() -> Path:
+    """The bundled default workload (a log-normal long tail sized for a CPU run)."""
+    return Path(str(resources.files("fcp_tune") / "data" / "default_workload.yaml"))
+
+
+def load_default_workload() -> Workload:
+    return load_workload(str(default_workload_path()))
+
+
+def smallest_static_degree(base: Policy, workload: Workload) -> int:
+    """The smallest static degree that holds the workload's longest sequence and divides N.
+
+    Megatron-LM needs the world size divisible by the CP size (DP = N / CP), so the
+    baseline a user would run is the smallest such divisor that fits memory.
+    """
+    longest = max(workload.seqlens)
+    need = max(1, math.ceil(longest / base.token_budget), base.min_degree(longest))
+    degree = need
+    while degree <= base.world_size and base.world_size % degree:
+        degree += 1
+    if degree > base.world_size:
+        raise FcpTuneError(
+            f"the longest sequence ({longest} tokens) does not fit {base.world_size} ranks x "
+            f"{base.token_budget} tokens"
+        )
+    return degree
+
+
+def resolve_policy(spec: str, base: Policy | None, workload: Workload) -> Policy:
+    """A policy from ``spec``: a file path, or ``static[:D]``, ``pow2``, ``adaptive`` built on ``base``."""
+    name, _, arg = spec.partition(":")
+    if name in BUILT_KINDS and not Path(spec).is_file():
+        if base is None:
+            raise FcpTuneError(f"policy {spec!r} needs a base policy for world size and token budget")
+        common = dict(world_size=base.world_size, token_budget=base.token_budget, scheme=base.scheme)
+        if name == "static":
+            if arg:
+                try:
+                    degree = int(arg)
+                except ValueError:
+                    raise FcpTuneError(f"static degree must be an integer, got {arg!r}") from None
+            else:
+                degree = smallest_static_degree(base, workload)
+            return Policy(kind="static", degree=degree, **common)
+        if arg:
+            raise FcpTuneError(f"policy {name!r} takes no argument, got {spec!r}")
+        return Policy(kind=name, **common)
+    if not Path(spec).exists():
+        raise FcpTuneError(f"{spec}: no such policy file (or one of: static[:D], pow2, adaptive)")
+    return load_policy(spec)
+
+
+def fit_world(policy: Policy, world_size: int | None) -> Policy:
+    """The policy at ``world_size`` ranks (its own when None)."""
+    if world_size is None or world_size == policy.world_size:
+        return policy
+    return policy.with_world_size(world_size)
+
+
+def scheme_override(policy: Policy, scheme: str | None) -> Policy:
+    return policy if scheme is None else replace(policy, scheme=scheme)

@@ -1,0 +1,126 @@
+"""``fcp-tune run``: real training steps under a policy, baselines side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policy, scheme_override
+from fcp_tune.cli import app
+from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.executor import RunConfig, RunReport, run_training
+from fcp_tune.executor.runner import under_torchrun
+from fcp_tune.modelcfg import load_model_config
+from fcp_tune.policy import load_policy
+from fcp_tune.workload import load_workload
+
+
+def _split(values: Optional[List[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def build_run_config(
+    policy: Optional[str], workload: Optional[str], nproc: Optional[int], steps: int, warmup: int,
+    compare: list[str], model: str, seed: int, lr: float, scheme: Optional[str],
+    global_batch_tokens: Optional[int], profile: Optional[str] = None,
+) -> RunConfig:
+    """Resolve the command line's names into a :class:`RunConfig` (library entry point)."""
+    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens)
+    default = load_policy(default_policy_path())
+    main = resolve_policy(policy, default, wl) if policy else default
+    main = scheme_override(fit_world(main, nproc), scheme)
+    policies = [(main.kind if policy is None else Path(policy).stem, main)]
+    for spec in compare:
+        p = fit_world(resolve_policy(spec, main, wl), main.world_size)
+        name = spec if spec not in [n for n, _ in policies] else f"{spec}#{len(policies)}"
+        policies.append((name, p))
+    cfg_model = load_model_config(model)
+    cost = None
+    if profile:
+        from fcp_tune.costmodel import CostModel
+        from fcp_tune.profile.schema import load_profile
+
+        cost = CostModel.from_profile(load_profile(profile), cfg_model, scheme=main.scheme, world_size=main.world_size)
+    return RunConfig(tuple(policies), wl, cfg_model, steps=steps, warmup=warmup, seed=seed, lr=lr, cost=cost)
+
+
+def _span(values: tuple[float, ...]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def render(report: RunReport) -> None:
+    """Per-step table (ranks folded to min-max; --json has every rank) and a summary."""
+    steps = Table(title=f"steps: {report.world_size} ranks, {report.backend}, {report.communicators} communicators")
+    for col in ("policy", "step", "wall s", "tok/s", "loss", "groups per wave", "busy s", "comm s", "idle s", "MiB"):
+        steps.add_column(col, justify="left" if col in ("policy", "groups per wave") else "right",
+                         no_wrap=col != "groups per wave")
+    for i in range(len(report.results[0].steps)):
+        for r in report.results:
+            s = r.steps[i]
+            steps.add_row(
+                r.name, f"{s.step}{'*' if i < r.warmup else ''}", f"{s.wall_s:.2f}", f"{s.tokens_per_s:,.0f}",
+                f"{s.loss:.3f}", s.layout, _span(s.busy_s), _span(s.comm_s), _span(s.idle_s),
+                f"{s.peak_bytes / 2**20:.0f}",
+            )
+    console.print(steps)
+    console.print("[dim]busy/comm/idle: min-max over ranks; groups per wave: group sizes, waves separated by |[/]")
+    summary = Table(title="summary (steps marked * are warm-up and excluded)")
+    for col in ("policy", "kind", "tokens/s", "median step s", f"speedup of {report.results[0].name}"):
+        summary.add_column(col, justify="left" if col in ("policy", "kind") else "right")
+    for r in report.results:
+        summary.add_row(
+            r.name, r.policy["kind"] + (f" d={r.policy['degree']}" if r.policy.get("degree") else ""),
+            f"{r.tokens_per_s:,.0f}", f"{r.median_step_s:.3f}", f"{report.speedups()[r.name]:.2f}x",
+        )
+    console.print(summary)
+    if report.world_size > 2:
+        console.print(
+            "[dim]note: with more processes than cores, wall-clock is shared; compare busy time per rank too.[/]"
+        )
+
+
+@app.command()
+@cli_errors
+def run(
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy file, or static[:D] / pow2 / adaptive. Default: the bundled adaptive policy."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in (see `fcp-tune workload show`). Default: bundled long tail."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", "-n", min=1, help="Local processes (default: the policy's world size). Ignored under torchrun."),
+    steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the summary."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: static, static:D, pow2, adaptive or a policy file (repeat or comma-separate)."),
+    model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather or ring."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Plan with the cost model calibrated from this profile."),
+    seed: int = typer.Option(0, "--seed"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a local run is killed."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Train STEPS steps under a policy on local processes (or torchrun), baselines side by side."""
+    compare_list = _split(compare)
+    if policy is None and workload is None and compare is None:
+        compare_list = ["static", "pow2"]  # the no-argument demo shows the baselines too
+    cfg = build_run_config(policy, workload, nproc, steps, warmup, compare_list, model, seed, lr, scheme,
+                           global_batch_tokens, profile)
+    total = cfg.steps * len(cfg.policies)
+    if under_torchrun() or json_out:
+        report = run_training(cfg, timeout=timeout)
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(f"training on {cfg.world_size} local processes", total=total)
+            report = run_training(cfg, timeout=timeout, on_event=lambda _e: bar.advance(task))
+    if report is None:  # a non-zero rank under torchrun
+        return
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        render(report)

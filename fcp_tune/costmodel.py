@@ -1,0 +1,248 @@
+"""A calibrated cost model: predicted seconds and bytes from a measured (or reference) profile.
+
+:class:`CostModel` implements the planner's ``CostFn`` protocol. For a group of ``d``
+ranks running forward and backward on a list of causal sequences, per layer:
+
+- attention compute: the executor's own blocks (:mod:`fcp_tune.costblocks`, identical to
+  :mod:`fcp_tune.attention.blocks`), each timed from the profile's grid
+  (:class:`~fcp_tune.profile.interp.AttentionGrid`), summed over the rank's sequences;
+- ``allgather`` scheme: all-gather of K/V (model dtype) before the forward, reduce-scatter
+  of dK/dV (fp32) after the backward, not overlapped; padded to the largest rank's tokens;
+- ``ring`` scheme: ``d`` steps; the K/V transfer of each of the first ``d-1`` steps overlaps
+  that step's compute (step = ``max(slowest rank's compute, transfer)``); in backward the
+  dK/dV accumulator travels one step behind (its transfer shares the step) and needs one
+  more transfer after the last step;
+
+plus token-linear work for the rank's tokens (``linear_flops_per_token / profile rate``).
+The group time is the slowest rank's. Shapes other than the profile's scale attention by
+``heads * head_dim`` and activations by :func:`~fcp_tune.profile.flops.activation_formula`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from fcp_tune.costblocks import allgather_blocks, ring_blocks, tokens
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.profile.flops import activation_formula
+from fcp_tune.profile.interp import AttentionGrid, CommTable
+from fcp_tune.profile.schema import Profile
+
+SCHEMES = ("allgather", "ring")
+_SCHEME_OPS = {"allgather": ("all_gather", "reduce_scatter"), "ring": ("p2p_ring",)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What one step of a plan costs, according to a :class:`CostModel`.
+
+    ``rank_busy[w][r]``: seconds rank ``r`` computes in wave ``w`` (its group's time, 0 when
+    idle). ``step_time`` = sum of ``wave_times`` + ``grad_sync_s`` + ``optimizer_s``.
+    ``ideal_time``: the same fixed costs plus the batch's work on one rank per sequence,
+    spread perfectly over all ranks. ``efficiency = ideal_time / step_time``.
+    """
+
+    wave_times: tuple[float, ...]
+    rank_busy: tuple[tuple[float, ...], ...]
+    grad_sync_s: float
+    optimizer_s: float
+    step_time: float
+    peak_memory_bytes: tuple[float, ...]
+    ideal_time: float
+    efficiency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step_time": self.step_time, "wave_times": list(self.wave_times),
+            "grad_sync_s": self.grad_sync_s, "optimizer_s": self.optimizer_s,
+            "ideal_time": self.ideal_time, "efficiency": self.efficiency,
+            "rank_busy": [list(w) for w in self.rank_busy], "peak_memory_bytes": list(self.peak_memory_bytes),
+        }
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Profile-calibrated ``CostFn``: ``group_time``, ``attention_time``, ``comm_time``, ``predict``."""
+
+    profile: Profile
+    model: ModelConfig
+    scheme: str = "allgather"
+    world_size: int | None = None
+    _grid: AttentionGrid = field(init=False, repr=False, compare=False)
+    _comm: CommTable = field(init=False, repr=False, compare=False)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _attn_scale: float = field(default=1.0, init=False, repr=False, compare=False)
+    _lin_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
+    _act_per_token_layer: float = field(default=0.0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise FcpTuneError(f"unknown scheme {self.scheme!r}; expected one of {', '.join(SCHEMES)}")
+        n = self.profile.world_size if self.world_size is None else self.world_size
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise FcpTuneError(f"world_size must be a positive integer, got {self.world_size!r}")
+        object.__setattr__(self, "world_size", n)
+        if n > self.profile.world_size and self.profile.extrapolation is None:
+            raise FcpTuneError(
+                f"profile '{self.profile.label}' was measured on {self.profile.world_size} ranks and has no "
+                f"extrapolation rule: it cannot predict {n} ranks (profile with --nproc {n}, or use a profile "
+                f"with an extrapolation rule)"
+            )
+        object.__setattr__(self, "_grid", AttentionGrid(self.profile))
+        object.__setattr__(self, "_comm", CommTable(self.profile))
+        for op in _SCHEME_OPS[self.scheme]:
+            for d in range(2, n + 1):
+                self._comm.fit_for(op, d)  # raises naming the missing data
+        if n > 1:
+            self._comm.fit_for("all_reduce", n)
+        pm = self.profile.model
+        object.__setattr__(self, "_attn_scale", (self.model.heads * self.model.head_dim) / (pm.heads * pm.head_dim))
+        object.__setattr__(self, "_lin_s_per_token", self.model.linear_flops_per_token() / self.profile.linear.flops_per_s)
+        act = self.profile.memory.activation_bytes_per_token_per_layer * activation_formula(self.model) / activation_formula(pm)
+        object.__setattr__(self, "_act_per_token_layer", act)
+
+    @classmethod
+    def from_profile(
+        cls, profile: Profile, model: ModelConfig, scheme: str = "allgather", world_size: int | None = None
+    ) -> "CostModel":
+        """Build the model; errors name what the profile lacks for ``world_size`` ranks."""
+        return cls(profile, model, scheme, world_size)
+
+    # ------------------------------------------------------------------ pieces
+    def attention_time(self, q_len: int, k_len: int, causal: bool) -> float:
+        """Forward+backward seconds of one attention block, one layer.
+
+        A causal block with ``k_len > q_len`` (bottom-right aligned) is a full
+        ``q_len x (k_len - q_len)`` block plus a causal square of ``q_len``; with
+        ``k_len < q_len`` only the square of ``k_len`` does work.
+        """
+        if q_len < 0 or k_len < 0:
+            raise FcpTuneError(f"block lengths must be >= 0, got q_len {q_len} k_len {k_len}")
+        if causal:
+            sq = min(q_len, k_len)
+            q = np.array([q_len, sq], dtype=np.float64)
+            k = np.array([k_len - sq, sq], dtype=np.float64)
+            c = np.array([False, True])
+        else:
+            q, k, c = np.array([q_len], dtype=np.float64), np.array([k_len], dtype=np.float64), np.array([False])
+        total = self._grid.block(q, k, c, "fwd").sum() + self._grid.block(q, k, c, "bwd").sum()
+        return float(total) * self._attn_scale
+
+    def comm_time(self, op: str, group_size: int, nbytes: float) -> float:
+        """Seconds of collective ``op`` over ``group_size`` ranks moving ``nbytes`` (nccl-tests sizes)."""
+        if group_size > self.world_size:
+            raise FcpTuneError(f"group of {group_size} ranks is larger than the world ({self.world_size})")
+        return self._comm.time(op, group_size, nbytes)
+
+    def _kv_bytes(self) -> tuple[float, float]:
+        """(K/V bytes per token in the model dtype, dK/dV bytes per token in the accumulation dtype)."""
+        m = self.model
+        acc = 8 if m.dtype == "float64" else 4
+        return float(m.kv_bytes_per_token()), float(2 * m.kv_heads * m.head_dim * acc)
+
+    def _seq(self, seqlen: int, degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memoised per-rank (allgather) or per-step-per-rank (ring) fwd and bwd seconds, and tokens."""
+        key = (seqlen, degree)
+        hit = self._memo.get(key)
+        if hit is None:
+            b = ring_blocks(seqlen, degree) if self.scheme == "ring" and degree > 1 else allgather_blocks(seqlen, degree)
+            fwd = self._grid.block(b.q, b.k, b.causal, "fwd").sum(-1) * self._attn_scale
+            bwd = self._grid.block(b.q, b.k, b.causal, "bwd").sum(-1) * self._attn_scale
+            hit = (fwd, bwd, tokens(seqlen, degree).astype(np.float64))
+            self._memo[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ CostFn
+    def group_time(self, seqlens: Sequence[int], degree: int) -> float:
+        """Seconds for ``degree`` ranks to run forward+backward (all layers) on ``seqlens``."""
+        degree = int(degree)
+        if degree < 1 or degree > self.world_size:
+            raise FcpTuneError(f"degree must be in [1, {self.world_size}], got {degree}")
+        fwd = bwd = cnt = 0.0
+        for length, times in Counter(int(x) for x in seqlens).items():
+            if length < 0:
+                raise FcpTuneError(f"sequence lengths must be >= 0, got {length}")
+            if length == 0:
+                continue
+            f, b, c = self._seq(length, degree)
+            fwd, bwd, cnt = fwd + times * f, bwd + times * b, cnt + times * c
+        if isinstance(cnt, float):
+            return 0.0
+        layers = self.model.layers
+        linear = cnt * self._lin_s_per_token
+        if degree == 1:
+            return float(layers * (fwd[0] + bwd[0]) + linear[0])
+        kv, dkv = self._kv_bytes()
+        width = float(cnt.max())
+        if self.scheme == "allgather":
+            comm = self._comm.time("all_gather", degree, degree * width * kv)
+            comm += self._comm.time("reduce_scatter", degree, degree * width * dkv)
+            return float(np.max(layers * (fwd + bwd + comm) + linear))
+        p_kv = self._comm.time("p2p_ring", degree, width * kv)
+        p_dkv = self._comm.time("p2p_ring", degree, width * dkv)
+        steps_f, steps_b = fwd.max(axis=1), bwd.max(axis=1)
+        kv_in_flight = np.full(degree, p_kv)
+        kv_in_flight[-1] = 0.0
+        dkv_in_flight = np.full(degree, p_dkv)
+        dkv_in_flight[0] = 0.0
+        t_fwd = np.maximum(steps_f, kv_in_flight).sum()
+        t_bwd = np.maximum(steps_b, kv_in_flight + dkv_in_flight).sum() + p_dkv
+        return float(layers * (t_fwd + t_bwd) + linear.max())
+
+    # ------------------------------------------------------------------ whole steps
+    def grad_sync_time(self, ranks: int | None = None) -> float:
+        """All-reduce of every gradient (model dtype) over ``ranks`` (default: the world)."""
+        n = self.world_size if ranks is None else ranks
+        return self.comm_time("all_reduce", n, self.model.num_params() * self.model.dtype_bytes)
+
+    def optimizer_time(self) -> float:
+        """Adam step over all parameters on one rank (no sharded optimizer)."""
+        return self.model.num_params() * self.profile.memory.optimizer_s_per_param
+
+    def static_memory(self) -> float:
+        """Parameters, gradients and optimizer states on every rank, in bytes."""
+        return self.model.num_params() * self.profile.memory.bytes_per_param
+
+    def group_memory(self, seqlens: Sequence[int], degree: int) -> float:
+        """Peak activation bytes on the busiest rank of a group (all layers, plus gathered K/V)."""
+        lengths = [int(x) for x in seqlens if int(x) > 0]
+        if not lengths:
+            return 0.0
+        cnt = sum(tokens(length, degree) for length in lengths)
+        per_rank = float(np.max(cnt)) * self._act_per_token_layer * self.model.layers
+        if self.scheme == "allgather" and degree > 1:
+            per_rank += self.model.layers * degree * float(np.max(cnt)) * self.model.kv_bytes_per_token()
+        return per_rank
+
+    def predict(self, plan: Any, seqlens: Sequence[int]) -> Prediction:
+        """Step time, per-rank busy time and peak memory, ideal time and efficiency of ``plan``."""
+        n = plan.world_size
+        if n > self.world_size:
+            raise FcpTuneError(f"plan has {n} ranks but the cost model was built for {self.world_size}")
+        busy, waves = [], []
+        peak = np.zeros(n)
+        for wave in plan.waves:
+            row = np.zeros(n)
+            mem = np.zeros(n)
+            for g in wave.groups:
+                lens = [int(seqlens[s]) for s in g.seq_ids]
+                row[g.start : g.start + g.size] = self.group_time(lens, g.size)
+                mem[g.start : g.start + g.size] = self.group_memory(lens, g.size)
+            busy.append(tuple(float(x) for x in row))
+            waves.append(float(row.max()) if n else 0.0)
+            peak = np.maximum(peak, mem)
+        sync, opt = self.grad_sync_time(n), self.optimizer_time()
+        fixed = sync + opt
+        step = sum(waves) + fixed
+        work = sum(self.group_time([int(x)], 1) for x in seqlens)
+        ideal = work / n + fixed
+        return Prediction(
+            wave_times=tuple(waves), rank_busy=tuple(busy), grad_sync_s=sync, optimizer_s=opt, step_time=step,
+            peak_memory_bytes=tuple(float(x) + self.static_memory() for x in peak),
+            ideal_time=ideal, efficiency=ideal / step if step > 0 else 1.0,
+        )

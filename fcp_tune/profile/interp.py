@@ -1,0 +1,181 @@
+"""Look-ups on a profile: attention block times between grid points, collective times at any size.
+
+Attention (:class:`AttentionGrid`): ``log(time)`` is interpolated linearly in
+``(log q_len, log k_len)`` (bilinear for full blocks, linear in ``log s`` for causal
+squares), so every grid point is reproduced exactly and a power law between neighbours is
+followed exactly. Outside the grid nothing is extrapolated wildly:
+
+- above the largest length the block runs at the edge's throughput: the edge time is
+  scaled by the FLOP ratio (``q*k / (q_edge*k_edge)`` for full blocks, ``(s/s_edge)^2``
+  for causal squares);
+- below the smallest length the kernel is latency-bound: the edge time is kept.
+
+Collectives (:class:`CommTable`): the fitted ``alpha + bytes/beta`` of the measured group
+size; a size between measured ones interpolates ``alpha`` and ``1/beta`` linearly; a size
+past the node (``extrapolation.gpus_per_node``) keeps the intra-node bus bandwidth unless
+the inter-node links are slower (see :meth:`CommTable.fit_for`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.profile.collectives import OPS, bus_factor
+from fcp_tune.profile.schema import CommFit, Profile
+
+
+def _axis(grid_log: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index, upper index and weight of ``log(x)`` on a sorted log-grid (clamped)."""
+    n = grid_log.size
+    lx = np.log(np.clip(x, math.exp(grid_log[0]), math.exp(grid_log[-1])))
+    if n == 1:
+        z = np.zeros(lx.shape, dtype=np.int64)
+        return z, z, np.zeros(lx.shape)
+    i = np.clip(np.searchsorted(grid_log, lx, side="right") - 1, 0, n - 2)
+    w = np.clip((lx - grid_log[i]) / (grid_log[i + 1] - grid_log[i]), 0.0, 1.0)
+    return i, i + 1, w
+
+
+@dataclass(frozen=True)
+class _Curve2D:
+    q_log: np.ndarray
+    k_log: np.ndarray
+    t_log: np.ndarray  # (len q, len k)
+
+    def __call__(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        i0, i1, wq = _axis(self.q_log, q)
+        j0, j1, wk = _axis(self.k_log, k)
+        t = self.t_log
+        lt = (1 - wq) * ((1 - wk) * t[i0, j0] + wk * t[i0, j1]) + wq * ((1 - wk) * t[i1, j0] + wk * t[i1, j1])
+        scale = np.maximum(q / math.exp(self.q_log[-1]), 1.0) * np.maximum(k / math.exp(self.k_log[-1]), 1.0)
+        return np.exp(lt) * scale
+
+
+@dataclass(frozen=True)
+class _Curve1D:
+    s_log: np.ndarray
+    t_log: np.ndarray
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        i0, i1, w = _axis(self.s_log, s)
+        lt = (1 - w) * self.t_log[i0] + w * self.t_log[i1]
+        return np.exp(lt) * np.maximum(s / math.exp(self.s_log[-1]), 1.0) ** 2
+
+
+class AttentionGrid:
+    """Vectorised per-block times (seconds, one layer, the profile's head shape)."""
+
+    def __init__(self, profile: Profile) -> None:
+        full = [p for p in profile.attention if not p.causal]
+        causal = sorted((p for p in profile.attention if p.causal), key=lambda p: p.q_len)
+        qs = sorted({p.q_len for p in full})
+        ks = sorted({p.k_len for p in full})
+        self._full: dict[str, _Curve2D] = {}
+        self._causal: dict[str, _Curve1D] = {}
+        for phase in ("fwd", "bwd"):
+            table = np.empty((len(qs), len(ks)))
+            for p in full:
+                table[qs.index(p.q_len), ks.index(p.k_len)] = getattr(p, f"{phase}_s")
+            self._full[phase] = _Curve2D(np.log(qs), np.log(ks), np.log(table))
+            self._causal[phase] = _Curve1D(
+                np.log([p.q_len for p in causal]), np.log([getattr(p, f"{phase}_s") for p in causal])
+            )
+
+    def full(self, q: np.ndarray, k: np.ndarray, phase: str) -> np.ndarray:
+        """Seconds of full blocks ``q x k`` (arrays of equal shape, all > 0)."""
+        return self._full[phase](np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64))
+
+    def causal(self, s: np.ndarray, phase: str) -> np.ndarray:
+        """Seconds of causal squares of side ``s`` (array, all > 0)."""
+        return self._causal[phase](np.asarray(s, dtype=np.float64))
+
+    def block(self, q: np.ndarray, k: np.ndarray, causal: np.ndarray, phase: str) -> np.ndarray:
+        """Seconds of square-or-full blocks; zero where ``q`` or ``k`` is zero."""
+        q = np.asarray(q, dtype=np.float64)
+        k = np.asarray(k, dtype=np.float64)
+        causal = np.asarray(causal, dtype=bool)
+        out = np.zeros(q.shape)
+        live = (q > 0) & (k > 0)
+        f = live & ~causal
+        c = live & causal
+        if f.any():
+            out[f] = self.full(q[f], k[f], phase)
+        if c.any():
+            out[c] = self.causal(q[c], phase)
+        return out
+
+
+class CommTable:
+    """``comm_time(op, group_size, nbytes)`` from a profile's fits and extrapolation rule."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._sizes = {op: sorted(c.group_size for c in profile.collectives if c.op == op) for op in OPS}
+
+    def fit_for(self, op: str, n: int) -> CommFit:
+        """The alpha-beta fit of ``op`` over ``n`` ranks (measured, interpolated or extrapolated).
+
+        Past one node (``n > gpus_per_node``): the bus bandwidth of the node-sized fit is kept
+        unless ``gpus_per_node`` inter-node links carry less (``p2p_ring``: one link per ring
+        hop; ``all_to_all``: each rank's ``(n - gpus_per_node)/n`` remote share crosses its
+        own link); latency adds ``inter_node.alpha_s`` per extra node for the collectives and
+        once for ``p2p_ring``. Groups are assumed node-aligned.
+        """
+        if op not in OPS:
+            raise FcpTuneError(f"unknown collective {op!r}; expected one of {', '.join(OPS)}")
+        if n < 2:
+            raise FcpTuneError(f"collectives need a group of >= 2 ranks, got {n}")
+        exact = self.profile.curve(op, n)
+        if exact is not None:
+            return exact.fit
+        ex = self.profile.extrapolation
+        if ex is not None and n > ex.gpus_per_node:
+            return self._inter_node(op, n)
+        sizes = self._sizes[op]
+        lo = [s for s in sizes if s < n]
+        hi = [s for s in sizes if s > n]
+        if lo and hi:
+            a, b = self.profile.curve(op, lo[-1]).fit, self.profile.curve(op, hi[0]).fit
+            w = (n - lo[-1]) / (hi[0] - lo[-1])
+            inv = (1 - w) / a.beta_Bps + w / b.beta_Bps
+            return CommFit((1 - w) * a.alpha_s + w * b.alpha_s, 1.0 / inv)
+        have = ", ".join(map(str, sizes)) or "none"
+        raise FcpTuneError(
+            f"profile has no {op} data for {n} ranks (measured group sizes: {have}) and no extrapolation rule "
+            f"for it; profile with --nproc {n} or use a profile with an extrapolation rule"
+        )
+
+    def _inter_node(self, op: str, n: int) -> CommFit:
+        ex = self.profile.extrapolation
+        assert ex is not None
+        g = ex.gpus_per_node
+        base = self.fit_for(op, g) if g >= 2 else CommFit(0.0, float("inf"))
+        nodes = math.ceil(n / g)
+        link = ex.inter_node
+        if op == "p2p_ring":
+            return CommFit(max(base.alpha_s, link.alpha_s), min(base.beta_Bps, link.beta_Bps))
+        intra_bus = base.beta_Bps * bus_factor(op, g) if g >= 2 else float("inf")
+        if op == "all_to_all":
+            inter_bus = link.beta_Bps * (n - 1) / (n - g)
+        else:
+            inter_bus = link.beta_Bps * g
+        bus = min(intra_bus, inter_bus)
+        return CommFit(base.alpha_s + link.alpha_s * (nodes - 1), bus / bus_factor(op, n))
+
+    def time(self, op: str, n: int, nbytes: float) -> float:
+        """Seconds for ``op`` over ``n`` ranks on a ``nbytes`` message (0 for one rank or no bytes)."""
+        if n <= 1 or nbytes <= 0:
+            return 0.0
+        return self.fit_for(op, n).time(nbytes)
+
+    def covers(self, op: str, n: int) -> bool:
+        """Whether :meth:`fit_for` can answer for ``op`` at ``n`` ranks."""
+        try:
+            self.fit_for(op, n)
+        except FcpTuneError:
+            return False
+        return True

@@ -1,0 +1,125 @@
+"""Collective timings on one rank, and their combination over ranks into fitted curves.
+
+Every group size ``g`` in the requested list uses ranks ``[0, g)``; all groups are created
+on every rank in one canonical order without local synchronisation (REFERENCE section 4).
+For each (collective, group size, message size) the world meets at a barrier, the
+group's ranks run ``warmup`` untimed calls, then ``repeats`` timed calls, each after a
+group barrier; a rank reports the median of its own times. ``p2p_ring`` is exactly the
+ring attention's exchange (:class:`~fcp_tune.attention.comm.RingExchange`: a
+``batch_isend_irecv`` to the successor and from the predecessor). Buffers are float32.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from fcp_tune.attention.comm import GroupInfo, RingExchange
+from fcp_tune.profile.collectives import fit_alpha_beta
+from fcp_tune.profile.schema import CommCurve, CommFit, CommSample
+
+_ELEM = 4  # float32 bytes
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def message_elems(op: str, nbytes: int, g: int) -> int:
+    """float32 elements of a ``nbytes`` message, rounded so that it splits evenly over ``g`` ranks."""
+    n = max(1, nbytes // _ELEM)
+    if op in ("all_gather", "reduce_scatter", "all_to_all"):
+        n = max(g, (n // g) * g)
+    return n
+
+
+def _op_call(op: str, n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    """A closure running one ``op`` call on pre-allocated buffers (sizes per :func:`message_elems`)."""
+    if op == "all_gather":
+        out = torch.empty(n, device=device)
+        inp = torch.ones(n // g, device=device)
+        return lambda: _all_gather(out, inp, group=group)
+    if op == "reduce_scatter":
+        inp = torch.ones(n, device=device)
+        out = torch.empty(n // g, device=device)
+        return lambda: _reduce_scatter(out, inp, group=group)
+    if op == "all_to_all":
+        inp = torch.ones(n, device=device)
+        out = torch.empty(n, device=device)
+        return lambda: dist.all_to_all_single(out, inp, group=group)
+    if op == "all_reduce":
+        buf = torch.ones(n, device=device)
+        return lambda: dist.all_reduce(buf, group=group)
+    if op == "p2p_ring":
+        buf = torch.ones(n, device=device)
+        exch = RingExchange(GroupInfo(group, rank, g), tag=77)
+
+        def ring() -> None:
+            exch.start(buf)
+            exch.wait()
+
+        return ring
+    raise ValueError(f"unknown collective {op!r}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_collectives_rank(
+    rank: int,
+    ops: Sequence[str],
+    group_sizes: Sequence[int],
+    message_bytes: Sequence[int],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    advance: Callable[[], None] = lambda: None,
+) -> dict[tuple[str, int, int], float]:
+    """This rank's median seconds per ``(op, group size, bytes)`` it took part in.
+
+    Every rank of the world must call this with the same arguments. ``advance`` is called
+    once per (op, size, bytes) item (rank 0 drives the progress bar with it).
+    """
+    groups = {g: dist.new_group(list(range(g))) for g in group_sizes}
+    out: dict[tuple[str, int, int], float] = {}
+    for op in ops:
+        for g in group_sizes:
+            for nbytes in message_bytes:
+                dist.barrier()
+                n = message_elems(op, nbytes, g)
+                if rank < g:
+                    call = _op_call(op, n, g, groups[g], rank, device)
+                    for _ in range(warmup):
+                        call()
+                    _sync(device)
+                    times = []
+                    for _ in range(repeats):
+                        dist.barrier(group=groups[g])
+                        t0 = time.perf_counter()
+                        call()
+                        _sync(device)
+                        times.append(time.perf_counter() - t0)
+                    out[(op, g, n * _ELEM)] = statistics.median(times)
+                advance()
+    dist.barrier()
+    return out
+
+
+def combine_collectives(per_rank: Sequence[dict[tuple[str, int, int], float]]) -> tuple[CommCurve, ...]:
+    """Median and max over ranks for every sample, and the alpha-beta fit on the medians."""
+    keys = sorted({k for r in per_rank for k in r})
+    samples: dict[tuple[str, int], list[CommSample]] = {}
+    for op, g, nbytes in keys:
+        times = [r[(op, g, nbytes)] for r in per_rank if (op, g, nbytes) in r]
+        samples.setdefault((op, g), []).append(
+            CommSample(nbytes, max(statistics.median(times), 1e-9), max(max(times), 1e-9))
+        )
+    curves = []
+    for (op, g), rows in samples.items():
+        alpha, beta = fit_alpha_beta([s.bytes for s in rows], [s.median_s for s in rows])
+        curves.append(CommCurve(op, g, CommFit(alpha, beta), tuple(rows)))
+    return tuple(curves)

@@ -1,0 +1,113 @@
+"""`fcp-tune run`: options, JSON output, bad input, and faults (a rank raising or killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from fcp_tune.cli import app
+from fcp_tune.executor import FaultSpec, RunConfig, run_training
+from fcp_tune.launch import RankFailure
+from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.policy import Policy, save_policy
+from fcp_tune.workload import load_workload
+
+runner = CliRunner()
+TINY = ModelConfig(vocab_size=64, hidden=32, layers=1, heads=2, kv_heads=1, ffn_hidden=48, name="t")
+SMALL_WL = "uniform:lo=8,hi=200,n=200"
+
+
+def _cfg(fault=None, world=2, steps=2):
+    wl = load_workload(SMALL_WL, global_batch_tokens=600)
+    pols = (
+        ("adaptive", Policy(kind="adaptive", world_size=world, token_budget=256)),
+        ("static", Policy(kind="static", degree=world, world_size=world, token_budget=256)),
+    )
+    return RunConfig(pols, wl, TINY, steps=steps, warmup=1, fault=fault)
+
+
+@pytest.mark.slow
+def test_run_interleaves_policies_and_reports():
+    report = run_training(_cfg(steps=3), timeout=120)
+    assert [r.name for r in report.results] == ["adaptive", "static"]
+    for r in report.results:
+        assert len(r.steps) == 3 and r.tokens_per_s > 0
+        for s in r.steps:
+            assert len(s.busy_s) == 2 and s.wall_s > 0 and s.waves >= 1
+    # same batch and weights: the first step's loss is the same under every policy
+    a, b = (r.steps[0].loss for r in report.results)
+    assert abs(a - b) < 1e-5
+    # training makes progress on the synthetic data
+    assert report.results[0].steps[-1].loss != report.results[0].steps[0].loss
+    assert report.communicators >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["raise", "kill"])
+def test_failing_rank_stops_the_run_and_is_named(kind):
+    t0 = time.monotonic()
+    with pytest.raises(RankFailure) as info:
+        run_training(_cfg(fault=FaultSpec(rank=1, step=1, kind=kind), world=3), timeout=60, collective_timeout=20)
+    assert info.value.rank == 1
+    assert ("injected fault" in str(info.value)) if kind == "raise" else ("signal 9" in str(info.value))
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.slow
+def test_cli_run_json(tmp_path):
+    path = tmp_path / "mine.yaml"
+    save_policy(Policy(kind="adaptive", world_size=4, token_budget=256), path)
+    res = runner.invoke(
+        app,
+        ["run", "--policy", str(path), "--workload", SMALL_WL,
+         "--nproc", "2", "--steps", "2", "--warmup", "0", "--global-batch-tokens", "600", "--compare", "static,pow2",
+         "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [p["name"] for p in data["policies"]] == ["mine", "static", "pow2"]
+    assert data["world_size"] == 2
+    assert all(len(p["steps"]) == 2 for p in data["policies"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--policy", "nope.yaml"], "no such policy file"),
+        (["--workload", "missing.txt"], "missing.txt"),
+        (["--compare", "static:0"], "degree"),
+        (["--compare", "static:9"], "degree"),
+        (["--policy", "static:x"], "integer"),
+        (["--nproc", "2", "--policy", "pow2", "--compare", "static:3"], "degree"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args, message):
+    res = runner.invoke(app, ["run", *args, "--steps", "1"])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], res.output
+
+
+@pytest.mark.slow
+def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
+    """The launching command itself exits non-zero when a rank dies, leaving no process behind."""
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from tests.test_run_cli import _cfg\n"
+        "from fcp_tune.executor import FaultSpec, run_training\n"
+        "run_training(_cfg(fault=FaultSpec(rank=0, step=0, kind='kill'), world=2), timeout=60, collective_timeout=20)\n"
+    ) % os.getcwd()
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert proc.returncode != 0
+    assert "rank 0 died" in proc.stderr
+    assert time.monotonic() - t0 < 60
+    leftover = subprocess.run(["pgrep", "-f", "tests.test_run_cli import _cfg"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
