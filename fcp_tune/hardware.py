@@ -117,7 +117,7 @@ def software_info() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a dependency
         info["torch"] = None
         return info
-    info["torch"] = torch.__version__
+    info["torch"] = str(torch.__version__)
     info["cuda"] = torch.version.cuda
     info["cuda_available"] = bool(torch.cuda.is_available())
     nccl = None

@@ -9,6 +9,7 @@ the reference (float64, on inputs rounded to the case's dtype), runs its shard t
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -144,3 +145,37 @@ def run_parity(cases: list[ParityCase], nproc: int, backend: str = "gloo", timeo
     device = "cuda" if backend == "nccl" else "cpu"
     per_rank = run_local(parity_rank, nproc, args=(cases, device), backend=backend, timeout=timeout)
     return combine_ranks(per_rank, len(cases))
+
+
+def _lengths(d: int) -> list[tuple[int, ...]]:
+    return [
+        (1,),
+        (2,),
+        (2 * d - 1,),
+        (2 * d + 1,),
+        (7, 13, 31),
+        (97, 3, 5, 2),  # one sequence dominates
+        (1, 2, 2 * d - 1, 2 * d + 1, 17),
+    ]
+
+
+def suite_cases(max_world: int) -> list[ParityCase]:
+    """The test suite's cases: group sizes 1..6 (and offset groups), both schemes, masks, dtypes."""
+    cases = []
+    groups = [tuple(range(d)) for d in range(1, min(6, max_world) + 1)]
+    if max_world >= 5:
+        groups.append((2, 3, 4))
+    if max_world >= 6:
+        groups.append((1, 2, 3, 4, 5))
+    for g in groups:
+        d = len(g)
+        for lens, scheme, causal, dtype in itertools.product(
+            _lengths(d), ("allgather", "ring"), (True, False), ("float64", "float32")
+        ):
+            cases.append(ParityCase(g, lens, scheme, causal, dtype, seed=len(cases)))
+        # MHA (no GQA) and bfloat16 on a mixed batch
+        for scheme in ("allgather", "ring"):
+            cases.append(ParityCase(g, (5, 2 * d + 1, 40), scheme, True, "float64", heads=4, kv_heads=4, seed=len(cases)))
+            cases.append(ParityCase(g, (5, 2 * d + 1, 40), scheme, True, "bfloat16", seed=len(cases)))
+            cases.append(ParityCase(g, (3, 64), scheme, True, "float32", heads=8, kv_heads=1, seed=len(cases)))
+    return cases

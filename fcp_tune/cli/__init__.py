@@ -40,6 +40,7 @@ def _register_commands() -> None:
     """Import each command module; each adds its commands to :data:`app`."""
     from fcp_tune.cli import demo  # noqa: F401
     from fcp_tune.cli import workload  # noqa: F401
+    from fcp_tune.cli import profile  # noqa: F401
     from fcp_tune.cli import run  # noqa: F401
 
 

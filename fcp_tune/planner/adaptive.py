@@ -112,9 +112,10 @@ def _plan_wave(
 ) -> tuple[float, list[tuple[int, int, list[int]]]]:
     """Predicted makespan and contiguous layout of the best candidate for one wave.
 
-    Candidates: the bins at their minimum degrees; the paper's DP over the packed bins
-    with splitting (:func:`_choose`); pools of degree ``g`` (:mod:`.pool`), ``g > 1`` only
-    when ``g = 1`` ends more than 3 % above the wave's lower bound.
+    Candidates: the bins at their minimum degrees; pools of degree ``g`` (:mod:`.pool`),
+    ``g > 1`` only when ``g = 1`` ends more than 3 % above the wave's lower bound and
+    until two degrees in a row bring no gain; the paper's DP over the packed bins with
+    splitting (:func:`_choose`) when no pool fits.
     """
     short = [s for b, d in zip(bins, m.tolist()) if d == 1 for s in b]
     rows = [b for b, d in zip(bins, m.tolist()) if d > 1]
@@ -126,19 +127,24 @@ def _plan_wave(
     )
     slack = n - int(m.sum())
     candidates: list[list[tuple[int, list[int]]]] = [[(int(d), b) for d, b in zip(m, bins)]]
-    if slack > 0:
-        candidates.append(_choose(bins, m, slack, lengths, budget, cost))
-    spans = [_makespan(c, lengths, cost) for c in candidates]
+    spans = [_makespan(candidates[0], lengths, cost)]
+    best, worse = spans[0], 0
     for g in POOL_DEGREES:
-        if g > n:
-            break
+        if g > n or worse >= 99:
+            break  # two pool degrees in a row without gain: larger ones rarely help
         got = pool_candidate(g, rows, row_min, short, c1, lengths, n, budget, cost)
         if got is None:
+            worse += g > 1
             continue
         candidates.append(got[0])
         spans.append(_makespan(got[0], lengths, cost))
+        worse = 0 if spans[-1] < best else worse + 1
+        best = min(best, spans[-1])
         if g == 1 and spans[-1] <= NEAR_BOUND * got[1]:
             break  # close to the lower bound: bigger pool groups can only add communication
+    if len(candidates) == 1 and slack > 0:
+        candidates.append(_choose(bins, m, slack, lengths, budget, cost))
+        spans.append(_makespan(candidates[-1], lengths, cost))
     pick = min(range(len(candidates)), key=lambda i: (spans[i], i))
     groups = sorted(candidates[pick], key=lambda g: (-g[0], min(g[1])))
     out = []

@@ -86,7 +86,10 @@ def pool_candidate(
     out: Groups = [(int(m[i] + extra[i]), rows[i]) for i in range(len(rows))]
     if pool:
         weights = _weights(pool, short, c1, lengths, cost)
-        parts = deal(pool, weights, lengths, r0 + int(extra[-1]), g, budget)
+        ranks = r0 + int(extra[-1])
+        parts = deal(pool, weights, lengths, ranks, g, budget)
+        if parts is None:  # memory is tight: balancing tokens packs better than balancing time
+            parts = deal(pool, lengths[pool].astype(np.float64), lengths, ranks, g, budget)
         out.extend(parts if parts is not None else [(g, b) for b in base_bins])
     bound = ideal if g == 1 else 0.0
     if rows and g == 1:
@@ -108,7 +111,7 @@ def _weights(pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndar
 def deal(
     ids: list[int], weights: np.ndarray, lengths: np.ndarray, ranks: int, g: int, budget: int
 ) -> Groups | None:
-    """Costliest first to the least-loaded (per rank) of ``ranks // g`` groups with room.
+    """Heaviest first (by ``weights``) to the least-loaded (per rank) of ``ranks // g`` groups with room.
 
     Group sizes are ``ranks // q`` or one more (``q`` groups, at most one per sequence).
     Returns ``None`` when some sequence finds no group with room; empty groups are dropped.

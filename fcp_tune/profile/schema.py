@@ -49,6 +49,23 @@ def _count(value: Any, where: str, minimum: int = 1) -> int:
     return value
 
 
+def plain(value: Any) -> Any:
+    """``value`` as plain YAML/JSON data: str/int/float/bool/None, lists and str-keyed dicts."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
 def _get(data: Any, key: str, where: str) -> Any:
     if not isinstance(data, Mapping):
         raise FcpTuneError(f"{where} must be a mapping, got {type(data).__name__}")
@@ -231,7 +248,7 @@ class Profile:
         return {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "label": self.label, "created": self.created,
             "command": self.command, "world_size": self.world_size, "backend": self.backend,
-            "hardware": dict(self.hardware), "model": {**m.to_dict(), "head_dim": m.head_dim},
+            "hardware": plain(self.hardware), "model": {**m.to_dict(), "head_dim": m.head_dim},
             "conventions": {"attention_flops": FLOP_CONVENTION, "collectives": COLLECTIVE_CONVENTION},
             "attention": points, "collectives": coll,
             "linear": {"seconds_per_token": self.linear.seconds_per_token,

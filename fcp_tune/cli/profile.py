@@ -1,0 +1,77 @@
+"""``fcp-tune profile``: measure this machine into a versioned profile YAML (see docs/PROFILES.md)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fcp_tune.cli import app
+from fcp_tune.cli.common import cli_errors, console, print_json
+
+
+def default_output(hardware: dict) -> Path:
+    """``profiles/<hostname, or the CPU model>-<date>.yaml``."""
+    name = hardware.get("hostname") or (hardware.get("cpu") or {}).get("model") or "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "cpu"
+    return Path("profiles") / f"{slug}-{_dt.date.today().isoformat()}.yaml"
+
+
+def _summary(profile, path: Path) -> Table:
+    table = Table(title=f"profile written to {path}", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    best = max(profile.to_dict()["attention"], key=lambda p: p["fwd_tflops"])
+    table.add_row("label", profile.label)
+    table.add_row("world", f"{profile.world_size} x {profile.backend}")
+    table.add_row("model", f"{profile.model.name}: {profile.model.heads} heads, {profile.model.kv_heads} kv, "
+                  f"head_dim {profile.model.head_dim}, {profile.model.dtype}")
+    table.add_row("attention", f"{len(profile.attention)} blocks, best fwd {best['fwd_tflops'] * 1e3:.1f} GFLOP/s "
+                  f"({best['q_len']} x {best['k_len']}{' causal' if best['causal'] else ''})")
+    table.add_row("token-linear", f"{profile.linear.seconds_per_token * 1e6:.2f} us/token "
+                  f"({profile.linear.flops_per_s / 1e9:.1f} GFLOP/s)")
+    for c in profile.collectives:
+        if c.group_size == profile.world_size:
+            table.add_row(c.op, f"{c.group_size} ranks: alpha {c.fit.alpha_s * 1e6:.1f} us, "
+                          f"beta {c.fit.beta_Bps / 1e9:.3g} GB/s")
+    return table
+
+
+@app.command()
+@cli_errors
+def profile(
+    nproc: int = typer.Option(2, "--nproc", "-n", min=1, max=64, help="Local processes (ignored under torchrun)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller grids and fewer repeats (< 1 minute on 2 CPU cores)."),
+    model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small, llama3-8b, ...) or a model YAML."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output YAML (default profiles/<host>-<date>.yaml)."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=64, help="Largest attention length in the grid."),
+    json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of a summary."),
+) -> None:
+    """Measure attention blocks, collectives and token-linear work; write a profile YAML."""
+    from fcp_tune.modelcfg import load_model_config
+    from fcp_tune.profile.measure import ProgressEvents, measure_profile, under_torchrun
+    from fcp_tune.profile.schema import save_profile
+
+    cfg = load_model_config(model)
+    command = "fcp-tune " + " ".join(shlex.quote(a) for a in ["profile", *sys.argv[2:]])
+    is_rank0 = not under_torchrun() or __import__("os").environ.get("RANK") == "0"
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=json_out, disable=not is_rank0)
+    with bar:
+        result = measure_profile(nproc=nproc, quick=quick, model=cfg, command=command,
+                                 on_event=ProgressEvents(bar), max_len=max_len)
+    if result is None:  # a non-zero rank under torchrun: rank 0 writes
+        return
+    path = save_profile(result, out or default_output(dict(result.hardware)))
+    if json_out:
+        print_json({"path": str(path), **result.to_dict()})
+    else:
+        console.print(_summary(result, path))

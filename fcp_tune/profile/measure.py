@@ -1,0 +1,226 @@
+"""``measure_profile``: time attention blocks, collectives and token-linear work; build a Profile.
+
+Under torchrun (``RANK`` and ``WORLD_SIZE`` set) it uses that world (NCCL when CUDA is
+present, else gloo); otherwise it starts ``nproc`` local processes itself
+(:func:`fcp_tune.launch.run_local`: forked gloo, or spawned NCCL when there is one GPU per
+process). Every rank measures the same attention grid at the same time (the way ranks
+share a machine in training) and the profile keeps the median over ranks per point.
+Attention uses the executor's own kernels
+(:func:`~fcp_tune.attention.kernels.block_forward` / ``block_backward``) on full blocks
+``q_len x k_len`` and causal squares, with the model's head shape and dtype. Rank 0 sends
+progress events; the caller turns them into progress bars (:class:`ProgressEvents`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.hardware import collect_hardware
+from fcp_tune.launch import run_local
+from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.profile.collectives import OPS
+from fcp_tune.profile.layer import activation_bytes_per_token, measure_linear, median_time, torch_dtype
+from fcp_tune.profile.measure_comm import combine_collectives, measure_collectives_rank
+from fcp_tune.profile.schema import AttentionPoint, LinearCost, MemoryCost, Profile
+
+Event = tuple  # ("stage", description, total) | ("advance",)
+KIB, MIB = 1 << 10, 1 << 20
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to measure. ``group_sizes`` None means every size ``2..world``."""
+
+    model: ModelConfig
+    lengths: tuple[int, ...]
+    message_bytes: tuple[int, ...]
+    warmup: int = 2
+    repeats: int = 5
+    linear_tokens: int = 4096
+    ops: tuple[str, ...] = OPS
+    group_sizes: Optional[tuple[int, ...]] = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.lengths or any(int(x) < 1 for x in self.lengths):
+            raise FcpTuneError(f"attention lengths must be positive, got {self.lengths}")
+        if not self.message_bytes or any(int(x) < 4 for x in self.message_bytes):
+            raise FcpTuneError(f"message sizes must be >= 4 bytes, got {self.message_bytes}")
+        bad = [op for op in self.ops if op not in OPS]
+        if bad:
+            raise FcpTuneError(f"unknown collective(s) {bad}; expected some of {', '.join(OPS)}")
+        if self.warmup < 0 or self.repeats < 1 or self.linear_tokens < 1:
+            raise FcpTuneError("warmup must be >= 0, repeats and linear_tokens >= 1")
+
+
+def default_settings(model: ModelConfig, quick: bool, cuda: bool, max_len: int | None = None) -> ProfileSettings:
+    """Grids sized for the device: powers of two from 64 up to 16K (GPU) or 4K (CPU); ``quick``
+    stops at 4K / 1K, measures 4 KiB..4 MiB messages instead of 4 KiB..64 MiB, with fewer repeats."""
+    top = max_len or ((4096 if quick else 16384) if cuda else (1024 if quick else 4096))
+    lengths = tuple(2**i for i in range(6, 31) if 2**i <= top) or (top,)
+    if quick:
+        sizes = (4 * KIB, 64 * KIB, 1 * MIB, 4 * MIB)
+        return ProfileSettings(model, lengths, sizes, warmup=1, repeats=3, linear_tokens=1024 if not cuda else 8192)
+    sizes = tuple(4 * KIB * 4**i for i in range(8))  # 4 KiB .. 64 MiB
+    return ProfileSettings(model, lengths, sizes, warmup=2, repeats=5, linear_tokens=4096 if not cuda else 16384)
+
+
+def measure_attention(
+    model: ModelConfig, lengths: Sequence[int], device: torch.device, warmup: int, repeats: int,
+    advance: Callable[[], None] = lambda: None,
+) -> list[tuple[int, int, bool, float, float]]:
+    """``(q_len, k_len, causal, fwd_s, bwd_s)`` for every full ``q x k`` pair and causal square."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    top = max(lengths)
+    dt = torch_dtype(model.dtype)
+    hd = model.head_dim
+
+    def rnd(rows: int, heads: int) -> torch.Tensor:
+        return torch.randn(rows, heads, hd, generator=gen, dtype=torch.float32).to(device=device, dtype=dt)
+
+    q, k, v, dout = rnd(top, model.heads), rnd(top, model.kv_heads), rnd(top, model.kv_heads), rnd(top, model.heads)
+    scale = default_scale(hd)
+    pairs = [(a, b, False) for a in lengths for b in lengths] + [(s, s, True) for s in lengths]
+    out = []
+    for ql, kl, causal in pairs:
+        qq, kk, vv, dd = q[:ql], k[:kl], v[:kl], dout[:ql]
+        qr, kr = [(0, ql)], [(0, kl)]
+        o, lse = block_forward(qq, kk, vv, qr, kr, causal, scale)
+        fwd = median_time(lambda: block_forward(qq, kk, vv, qr, kr, causal, scale), device, warmup, repeats)
+        bwd = median_time(lambda: block_backward(dd, qq, kk, vv, o, lse, qr, kr, causal, scale), device, warmup, repeats)
+        out.append((ql, kl, causal, fwd, bwd))
+        advance()
+    return out
+
+
+def _device(backend: str) -> torch.device:
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def profile_rank(rank: int, world: int, settings: ProfileSettings, events: Any = None) -> dict[str, Any]:
+    """One rank's measurements (every rank of the world calls this with the same settings)."""
+    backend = dist.get_backend() if dist.is_initialized() else "gloo"
+    device = _device(backend)
+    if rank == 0 and events is not None:
+        emit: Callable[[Event], None] = events.put if hasattr(events, "put") else events
+    else:
+        emit = lambda e: None  # noqa: E731
+    advance = lambda: emit(("advance",))  # noqa: E731
+    s = settings
+    n_points = len(s.lengths) ** 2 + len(s.lengths)
+    emit(("stage", f"attention ({n_points} blocks)", n_points))
+    attention = measure_attention(s.model, s.lengths, device, s.warmup, s.repeats, advance)
+    emit(("stage", "token-linear layers", 1))
+    linear = measure_linear(s.model, s.linear_tokens, device, s.warmup, s.repeats)
+    advance()
+    sizes = s.group_sizes if s.group_sizes is not None else tuple(range(2, world + 1))
+    comm: dict = {}
+    if world > 1 and sizes:
+        total = len(s.ops) * len(sizes) * len(s.message_bytes)
+        emit(("stage", f"collectives (group sizes {sizes[0]}..{sizes[-1]})", total))
+        comm = measure_collectives_rank(rank, s.ops, sizes, s.message_bytes, s.warmup, s.repeats, device, advance)
+    return {"attention": attention, "linear": linear, "comm": comm, "backend": backend, "device": str(device)}
+
+
+def combine(results: Sequence[dict[str, Any]], settings: ProfileSettings, command: str, label: str) -> Profile:
+    """Build the :class:`Profile` from every rank's :func:`profile_rank` result."""
+    points = []
+    for i, (ql, kl, causal, _, _) in enumerate(results[0]["attention"]):
+        fwd = statistics.median(r["attention"][i][3] for r in results)
+        bwd = statistics.median(r["attention"][i][4] for r in results)
+        points.append(AttentionPoint(ql, kl, causal, max(fwd, 1e-9), max(bwd, 1e-9)))
+    lin = {k: statistics.median(r["linear"][k] for r in results) for k in results[0]["linear"]}
+    m = settings.model
+    world = len(results)
+    return Profile(
+        label=label, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command,
+        hardware=collect_hardware(), world_size=world, backend=results[0]["backend"], model=m,
+        attention=tuple(points), collectives=combine_collectives([r["comm"] for r in results]),
+        linear=LinearCost(lin["seconds_per_token"], lin["flops_per_token"],
+                          f"measured: executor Decoder with identity attention core, {settings.linear_tokens} tokens, "
+                          f"fwd+bwd incl. embedding, LM head and loss; median over ranks"),
+        memory=MemoryCost(activation_bytes_per_token(m), 16.0, lin["optimizer_s_per_param"],
+                          "activations: saved-tensor bytes of one executor Block (+ attention core Q,K,V,lse); "
+                          "16 B/param (weights, grads, Adam m and v in the model dtype; fp32 master with bf16); "
+                          "optimizer: measured AdamW step"),
+        extrapolation=None, sources=(),
+        notes=(f"{world} {results[0]['backend']} processes on {results[0]['device']}, {settings.threads} thread(s) each; "
+               f"attention: median over ranks of each rank's median of {settings.repeats} runs after "
+               f"{settings.warmup} warm-up; collectives: median/max over ranks of per-rank medians"),
+    )
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (or another launcher setting RANK/WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def measure_profile(
+    nproc: int = 2,
+    quick: bool = False,
+    model: ModelConfig | None = None,
+    settings: ProfileSettings | None = None,
+    command: str = "",
+    label: str = "measured",
+    on_event: Callable[[Event], None] | None = None,
+    timeout: float = 3600.0,
+    max_len: int | None = None,
+) -> Profile | None:
+    """Measure a profile; returns it (on rank 0 under torchrun; ``None`` on other ranks).
+
+    ``settings`` overrides the defaults chosen from ``quick``, the device and ``max_len``.
+    ``on_event`` receives rank 0's progress events (``("stage", text, total)``, ``("advance",)``).
+    """
+    from fcp_tune.modelcfg import PRESETS
+
+    model = model or PRESETS["tiny"]
+    cuda = torch.cuda.is_available()
+    settings = settings or default_settings(model, quick, cuda, max_len)
+    if under_torchrun():
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+            if cuda:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        rank, world = dist.get_rank(), dist.get_world_size()
+        torch.set_num_threads(settings.threads) if not cuda else None
+        result = profile_rank(rank, world, settings, on_event if rank == 0 else None)
+        gathered: list = [None] * world if rank == 0 else []
+        dist.gather_object(result, gathered if rank == 0 else None, dst=0)
+        return combine(gathered, settings, command, label) if rank == 0 else None
+    if nproc < 1:
+        raise FcpTuneError(f"--nproc must be >= 1, got {nproc}")
+    backend = "nccl" if cuda and torch.cuda.device_count() >= nproc else "gloo"
+    if backend == "gloo":
+        # Build an optimizer once here: its first construction imports torch._dynamo (about
+        # 1.5 s), which forked ranks then inherit instead of each importing it again.
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+    results = run_local(profile_rank, nproc, args=(settings,), backend=backend, timeout=timeout,
+                        threads=settings.threads, on_event=on_event or (lambda e: None))
+    return combine(results, settings, command, label)
+
+
+@dataclass
+class ProgressEvents:
+    """Turns progress events into a rich progress bar per stage (use as ``on_event``)."""
+
+    progress: Any
+    _task: Any = field(default=None, init=False)
+
+    def __call__(self, event: Event) -> None:
+        if event[0] == "stage":
+            if self._task is not None:
+                self.progress.update(self._task, completed=self.progress.tasks[self._task].total)
+            self._task = self.progress.add_task(event[1], total=event[2])
+        elif event[0] == "advance" and self._task is not None:
+            self.progress.advance(self._task)
