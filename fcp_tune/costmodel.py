@@ -65,9 +65,13 @@ class Prediction:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CostModel:
-    """Profile-calibrated ``CostFn``: ``group_time``, ``attention_time``, ``comm_time``, ``predict``."""
+    """Profile-calibrated ``CostFn``: ``group_time``, ``attention_time``, ``comm_time``, ``predict``.
+
+    Immutable in what it predicts; it memoises per-(length, degree) block times inside the
+    instance. Compared and hashed by identity (the memo makes it a stateful object).
+    """
 
     profile: Profile
     model: ModelConfig
@@ -130,8 +134,7 @@ class CostModel:
             c = np.array([False, True])
         else:
             q, k, c = np.array([q_len], dtype=np.float64), np.array([k_len], dtype=np.float64), np.array([False])
-        total = self._grid.block(q, k, c, "fwd").sum() + self._grid.block(q, k, c, "bwd").sum()
-        return float(total) * self._attn_scale
+        return float(self._grid.block(q, k, c).sum()) * self._attn_scale
 
     def comm_time(self, op: str, group_size: int, nbytes: float) -> float:
         """Seconds of collective ``op`` over ``group_size`` ranks moving ``nbytes`` (nccl-tests sizes)."""
@@ -151,8 +154,7 @@ class CostModel:
         hit = self._memo.get(key)
         if hit is None:
             b = ring_blocks(seqlen, degree) if self.scheme == "ring" and degree > 1 else allgather_blocks(seqlen, degree)
-            fwd = self._grid.block(b.q, b.k, b.causal, "fwd").sum(-1) * self._attn_scale
-            bwd = self._grid.block(b.q, b.k, b.causal, "bwd").sum(-1) * self._attn_scale
+            fwd, bwd = self._grid.block(b.q, b.k, b.causal).sum(-1) * self._attn_scale
             hit = (fwd, bwd, tokens(seqlen, degree).astype(np.float64))
             self._memo[key] = hit
         return hit
@@ -209,12 +211,17 @@ class CostModel:
         return self.model.num_params() * self.profile.memory.bytes_per_param
 
     def group_memory(self, seqlens: Sequence[int], degree: int) -> float:
-        """Peak activation bytes on the busiest rank of a group (all layers, plus gathered K/V)."""
+        """Peak activation bytes on the busiest rank of a group.
+
+        All layers' activations, the logits (model dtype) and their fp32 copy for the loss,
+        and for the allgather scheme the gathered K/V every layer keeps for backward.
+        """
         lengths = [int(x) for x in seqlens if int(x) > 0]
         if not lengths:
             return 0.0
         cnt = sum(tokens(length, degree) for length in lengths)
-        per_rank = float(np.max(cnt)) * self._act_per_token_layer * self.model.layers
+        m = self.model
+        per_rank = float(np.max(cnt)) * (self._act_per_token_layer * m.layers + m.vocab_size * (m.dtype_bytes + 4))
         if self.scheme == "allgather" and degree > 1:
             per_rank += self.model.layers * degree * float(np.max(cnt)) * self.model.kv_bytes_per_token()
         return per_rank

@@ -72,6 +72,21 @@ def min_degree_for(seqlen: int, token_budget: int) -> int:
     return d
 
 
+def fitting_degree(seqlen: int, degree: int, token_budget: int, pow2: bool = False) -> int:
+    """``degree``, or the next degree (power of two if ``pow2``) whose zigzag shards fit.
+
+    A rank holds fewer than ``seqlen/degree + 2`` tokens and, for an even budget, never more
+    than the budget once ``degree >= seqlen/budget``; only an odd budget with
+    ``seqlen > degree * (budget - 1)`` needs the exact check (in practice: budgets smaller
+    than the degree).
+    """
+    if token_budget % 2 == 0 or seqlen <= degree * (token_budget - 1):
+        return degree
+    while max(tokens_per_rank(seqlen, degree)) > token_budget:
+        degree = degree * 2 if pow2 else degree + 1
+    return degree
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) or (
         type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iu"
@@ -191,7 +206,9 @@ class Policy:
         static: ``degree``; pow2: ``ceil_pow2(min_degree)``; thresholds: the table lookup;
         adaptive: ``min_degree`` (the planner may give more). A static or thresholds degree
         below the memory minimum is raised to ``min_degree`` (such a sequence would not fit
-        otherwise). Raises ``ValueError`` naming the length when the result exceeds
+        otherwise). With a tiny odd budget (below the degree) a degree above the minimum can
+        put ``budget + 1`` tokens on a rank; it is then raised to the next degree (pow2: power
+        of two) that fits. Raises ``ValueError`` naming the length when the result exceeds
         ``world_size``: the sequence does not fit ``world_size x token_budget``, or (pow2)
         its power of two does not fit the world.
         """
@@ -204,25 +221,41 @@ class Policy:
             d = max(self.degrees[bisect.bisect_left(self.boundaries, seqlen)], m)
         else:
             d = m
+        wanted = d
+        if d > m:
+            d = fitting_degree(int(seqlen), d, self.token_budget, pow2=self.kind == "pow2")
         if d > self.world_size:
-            why = (
-                f"its power-of-two degree {d}"
-                if self.kind == "pow2" and m <= self.world_size
-                else f"it needs {m} ranks at token_budget {self.token_budget}"
-            )
+            if m > self.world_size:
+                why = f"it needs {m} ranks at token_budget {self.token_budget}"
+            elif self.kind == "pow2" and wanted > self.world_size:
+                why = f"its power-of-two degree {wanted} exceeds it"
+            else:
+                why = (
+                    f"its {self.kind} degree {wanted} puts more than token_budget {self.token_budget} "
+                    f"tokens on a rank and the next degree that fits is {d}"
+                )
             raise FcpTuneError(
                 f"sequence of length {seqlen} does not fit world_size {self.world_size}: {why}"
             )
         return d
 
-    def possible_degrees(self) -> tuple[int, ...]:
-        """Every value :meth:`degree_for` can return for some length in ``1..N*budget``, sorted.
+    def possible_degrees(self, max_seqlen: int | None = None) -> tuple[int, ...]:
+        """Every value :meth:`degree_for` can return for a length in ``1..max_seqlen``, sorted.
 
+        ``max_seqlen`` defaults to ``world_size * token_budget`` (every length that can fit).
         Used to enumerate the communicators a fixed-degree policy can ever need.
         """
         n, b = self.world_size, self.token_budget
-        max_m = min_degree_for(n * b, b)  # min degree is non-decreasing in the length
+        top = n * b if max_seqlen is None else max(1, min(int(max_seqlen), n * b))
+        max_m = min_degree_for(top, b)  # min degree is non-decreasing in the length
         out: set[int] = set()
+        if b % 2 and b <= n and self.kind != "adaptive":  # tiny odd budget: raises may skip degrees
+            for length in range(1, top + 1):
+                try:
+                    out.add(self.degree_for(length))
+                except ValueError:
+                    pass
+            return tuple(sorted(out))
         if self.kind == "adaptive":
             out.update(range(1, min(max_m, n) + 1))
         elif self.kind == "pow2":
@@ -232,11 +265,11 @@ class Policy:
             out.update(range(int(self.degree) + 1, min(max_m, n) + 1))  # type: ignore[arg-type]
         else:
             lows = (0,) + self.boundaries
-            highs = self.boundaries + (n * b,)
+            highs = self.boundaries + (top,)
             for deg, lo, hi in zip(self.degrees, lows, highs):
-                if lo >= n * b:
+                if lo >= top:
                     break
-                m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, n * b), b)
+                m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, top), b)
                 out.update(max(deg, m) for m in range(m_lo, m_hi + 1) if max(deg, m) <= n)
         return tuple(sorted(out))
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -61,8 +61,10 @@ def profile(
     from fcp_tune.profile.schema import save_profile
 
     cfg = load_model_config(model)
-    command = "fcp-tune " + " ".join(shlex.quote(a) for a in ["profile", *sys.argv[2:]])
-    is_rank0 = not under_torchrun() or __import__("os").environ.get("RANK") == "0"
+    args = ["fcp-tune", "profile", "--nproc", str(nproc), "--model", model] + (["--quick"] if quick else [])
+    args += (["--max-len", str(max_len)] if max_len else []) + (["--out", str(out)] if out else [])
+    command = " ".join(shlex.quote(a) for a in args) + (" (under torchrun)" if under_torchrun() else "")
+    is_rank0 = not under_torchrun() or os.environ.get("RANK") == "0"
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=json_out, disable=not is_rank0)
     with bar:

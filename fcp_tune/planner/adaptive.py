@@ -27,13 +27,15 @@ import numpy as np
 
 from fcp_tune.planner.cost import CostFn, cost_table
 from fcp_tune.planner.packing import min_degrees, pack_class
-from fcp_tune.planner.pool import pool_candidate, row_table
+from fcp_tune.planner.pool import draft, realise, row_table
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
 from fcp_tune.policy import Policy
 
 Placed = list[list[tuple[int, int, list[int]]]]
 
-POOL_DEGREES = (1, 2, 3, 4, 6, 8)  # group sizes tried for the data-parallel pool of a wave
+# Group sizes tried for a wave's pool (plus the whole wave): roughly 1.4x apart, 3/6/12/... too.
+POOL_DEGREES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+PATIENCE = 2  # realised pool drafts in a row without gain before giving up
 NEAR_BOUND = 1.03  # stop trying pool degrees when within 3 % of the wave's lower bound
 
 
@@ -56,14 +58,18 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     splits = [_balanced_waves(m, base * m, n)]
     if len(splits[0]) > 1:
         splits.append(_sorted_waves(m, base, n))
-    best: tuple[float, Placed] | None = None
+    best_total, best_plan = float("inf"), []
     for waves in splits:
-        planned = [_plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost) for w in waves]
-        total = sum(span for span, _ in planned)
-        if best is None or total < best[0]:
-            best = (total, [layout for _, layout in planned])
-    assert best is not None
-    return best[1]
+        total, layouts = 0.0, []
+        for w in waves:
+            span, layout = _plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost)
+            total += span
+            layouts.append(layout)
+            if total >= best_total:
+                break  # already slower than the other split
+        else:
+            best_total, best_plan = total, layouts
+    return best_plan
 
 
 def _balanced_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
@@ -128,20 +134,29 @@ def _plan_wave(
     slack = n - int(m.sum())
     candidates: list[list[tuple[int, list[int]]]] = [[(int(d), b) for d, b in zip(m, bins)]]
     spans = [_makespan(candidates[0], lengths, cost)]
-    best, worse = spans[0], 0
-    for g in POOL_DEGREES:
-        if g > n or worse >= 99:
-            break  # two pool degrees in a row without gain: larger ones rarely help
-        got = pool_candidate(g, rows, row_min, short, c1, lengths, n, budget, cost)
-        if got is None:
-            worse += g > 1
-            continue
-        candidates.append(got[0])
-        spans.append(_makespan(got[0], lengths, cost))
-        worse = 0 if spans[-1] < best else worse + 1
-        best = min(best, spans[-1])
-        if g == 1 and spans[-1] <= NEAR_BOUND * got[1]:
-            break  # close to the lower bound: bigger pool groups can only add communication
+    bound = _lower_bound(rows, row_min, c1, lengths, n, cost)
+    args = (rows, row_min, short, c1, lengths, n, budget, cost)
+    first = draft(1, *args)
+    got = realise(first, short, c1, lengths, n, budget, cost) if first else None
+    if got is not None:
+        candidates.append(got)
+        spans.append(_makespan(got, lengths, cost))
+    if min(spans) > NEAR_BOUND * bound:  # else within 3 % of the wave's lower bound: done
+        sizes = sorted({g for g in POOL_DEGREES if 1 < g < n} | {n} - {1})
+        drafts = sorted((d for d in (draft(g, *args) for g in sizes) if d), key=lambda d: (d.estimate, d.g))
+        misses = 0
+        for d in drafts:
+            if d.estimate >= min(spans) or misses >= PATIENCE:
+                break  # the rest are predicted no better even if perfectly balanced
+            got = realise(d, short, c1, lengths, n, budget, cost)
+            if got is None:
+                continue
+            best = min(spans)
+            candidates.append(got)
+            spans.append(_makespan(got, lengths, cost))
+            misses = 0 if spans[-1] < best else misses + 1
+            if min(spans) <= NEAR_BOUND * bound:
+                break
     if len(candidates) == 1 and slack > 0:
         candidates.append(_choose(bins, m, slack, lengths, budget, cost))
         spans.append(_makespan(candidates[-1], lengths, cost))
@@ -153,6 +168,19 @@ def _plan_wave(
         out.append((start, size, sorted(ids)))
         start += size
     return spans[pick], out
+
+
+def _lower_bound(
+    rows: list[list[int]], row_min: list[int], c1: np.ndarray, lengths: np.ndarray, n: int, cost: CostFn
+) -> float:
+    """No plan of the wave beats all its work spread evenly, nor any long bin alone on all ranks."""
+    work = float(c1.sum())
+    if rows:
+        degs = np.array(row_min, dtype=np.int64)
+        table = cost_table(cost, [lengths[b] for b in rows], np.stack([degs, np.full_like(degs, n)], axis=1))
+        work += float((table[:, 0] * degs).sum())
+        return max(work / n, float(table[:, 1].max()))
+    return work / n
 
 
 def _makespan(groups: list[tuple[int, list[int]]], lengths: np.ndarray, cost: CostFn) -> float:

@@ -60,20 +60,24 @@ def plan_batch(
     lengths = _lengths(seqlens)
     placed = _PLANNERS[policy.kind](lengths, policy, cost if cost is not None else DefaultCost())
     waves = tuple(
-        Wave(tuple(Group(int(a), int(b), tuple(sorted(int(s) for s in ids))) for a, b, ids in sorted(w, key=lambda g: g[0])))
+        Wave(tuple(Group(int(a), int(b), tuple(sorted(ids))) for a, b, ids in sorted(w, key=lambda g: g[0])))
         for w in placed
     )
     return Plan(world_size=world_size, waves=waves, kind=policy.kind)
 
 
-def candidate_ranges(policy: Policy, world_size: int) -> tuple[tuple[int, int], ...]:
+def candidate_ranges(
+    policy: Policy, world_size: int, max_seqlen: int | None = None
+) -> tuple[tuple[int, int], ...]:
     """Every ``(start, size)`` :func:`plan_batch` may produce for ``policy``, sorted.
 
     The executor creates one communicator per entry, once, in this order. Fixed-degree
     kinds (static, pow2, thresholds) place degree ``d`` only at multiples of ``d``, so the
-    list is ``(k d, d)`` for every degree the policy can give (:meth:`Policy.possible_degrees`).
-    Adaptive plans use any contiguous range: all ``N (N + 1) / 2`` of them (fine for the
-    small worlds one runs on CPUs; at large ``N`` create them lazily instead).
+    list is ``(k d, d)`` for every degree the policy can give (:meth:`Policy.possible_degrees`);
+    pass ``max_seqlen`` (the longest sequence the run will see) to leave out the raised
+    degrees only longer sequences would need. Adaptive plans use any contiguous range: all
+    ``N (N + 1) / 2`` of them (fine for the small worlds one runs on CPUs; at large ``N``
+    create them lazily instead).
     """
     if world_size != policy.world_size:
         raise ValueError(
@@ -82,5 +86,5 @@ def candidate_ranges(policy: Policy, world_size: int) -> tuple[tuple[int, int], 
     n = world_size
     if policy.kind == "adaptive":
         return tuple((a, s) for a in range(n) for s in range(1, n - a + 1))
-    out = {(k * d, d) for d in policy.possible_degrees() for k in range(n // d)}
+    out = {(k * d, d) for d in policy.possible_degrees(max_seqlen) for k in range(n // d)}
     return tuple(sorted(out))

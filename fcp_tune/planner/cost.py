@@ -38,15 +38,18 @@ class DefaultCost:
     Per layer, for a group of ``d`` ranks and sequences of lengths ``L``::
 
         compute = sum(7 * L^2 * heads * head_dim + linear_flops_per_token * L) / (d * flops_per_s)
-        comm    = 2 * (d-1)/d * sum(L) * kv_bytes_per_token / bandwidth + 2 * (d-1) * latency_s   (d > 1)
+        comm    = sum over sequences of 2 * ((d-1)/d * L * kv_bytes_per_token / bandwidth
+                                             + (d-1) * latency_s)            (0 when d = 1)
 
     ``7 L^2 h d`` is FlashAttention's causal count (forward ``4 L^2 h d`` halved for causal,
     backward 2.5x forward). The comm term is the K/V all-gather in forward plus the dK/dV
-    reduce-scatter in backward ((d-1)/d of the sequence's K/V per rank, a ring of d-1 steps
-    each), not overlapped with compute. Defaults describe a small model (hidden 512,
-    8 heads of 64, 4 layers) on one CPU rank: about 100 GFLOP/s sustained, 2 GB/s and 100
-    microseconds per step for gloo over shared memory. Everything sums over sequences, so
-    the model is scheme-agnostic (ring and all-gather move the same bytes).
+    reduce-scatter in backward: (d-1)/d of each sequence's K/V per rank, in d-1 steps of
+    ``latency_s`` each, not overlapped with compute. The per-sequence latency also stands in
+    for the fixed per-step overheads (small kernels, bookkeeping) that make sharding short
+    sequences wasteful. Defaults describe a small model (hidden 512, 8 heads of 64, 4
+    layers) on one CPU rank: about 100 GFLOP/s sustained, 2 GB/s and 100 microseconds per
+    step for gloo over shared memory. Ring and all-gather move the same bytes, so the
+    model is scheme-agnostic. A calibrated cost model replaces these guesses.
     """
 
     num_layers: int = 4
@@ -61,35 +64,42 @@ class DefaultCost:
     def _work(self, lengths: np.ndarray) -> np.ndarray:
         """Per-sequence FLOPs for one layer, forward + backward."""
         L = lengths.astype(np.float64)
-        return 7.0 * self.num_heads * self.head_dim * L * L + self.linear_flops_per_token * L
+        return (7.0 * self.num_heads * self.head_dim * L + self.linear_flops_per_token) * L
 
     def group_time(self, seqlens: Sequence[int], degree: int) -> float:
-        lengths = np.asarray(seqlens, dtype=np.float64)
-        t = self.group_time_table([lengths], np.array([[degree]]))
+        t = self.group_time_table([seqlens], np.array([[degree]]))
         return float(t[0, 0])
 
     def group_time_table(self, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
         """``out[k, j] = group_time(bins[k], degrees[k, j])``, vectorised."""
-        degrees = np.asarray(degrees, dtype=np.float64)
-        counts = np.fromiter((len(b) for b in bins), dtype=np.int64, count=len(bins))
-        flat = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for b in bins]) if len(bins) else np.zeros(0)
-        work = np.zeros(len(bins))
-        tokens = np.zeros(len(bins))
-        nonempty = counts > 0
-        if flat.size:
-            offsets = (np.cumsum(counts) - counts)[nonempty]
-            work[nonempty] = np.add.reduceat(self._work(flat), offsets)
-            tokens[nonempty] = np.add.reduceat(flat, offsets)
-        return self.table_from_totals(work, tokens, degrees)
+        counts = [len(b) for b in bins]
+        if len(bins) == 1 or all(c == 1 for c in counts):  # one bin, or one sequence per bin
+            flat = np.asarray(bins[0] if len(bins) == 1 else [b[0] for b in bins], dtype=np.float64).ravel()
+            per = self._work(flat)
+            if len(bins) == 1:
+                work, tokens = np.array([per.sum()]), np.array([flat.sum()])
+            else:
+                work, tokens = per, flat
+        else:
+            flat = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for b in bins])
+            sizes = np.asarray(counts)
+            work, tokens = np.zeros(len(bins)), np.zeros(len(bins))
+            if flat.size:
+                nonempty = sizes > 0
+                offsets = (np.cumsum(sizes) - sizes)[nonempty]
+                work[nonempty] = np.add.reduceat(self._work(flat), offsets)
+                tokens[nonempty] = np.add.reduceat(flat, offsets)
+        return self.table_from_totals(work, tokens, degrees, np.asarray(counts, dtype=np.float64))
 
-    def table_from_totals(self, work: np.ndarray, tokens: np.ndarray, degrees: np.ndarray) -> np.ndarray:
-        """Same as :meth:`group_time_table` from per-bin FLOPs (``_work`` sums) and token sums."""
+    def table_from_totals(
+        self, work: np.ndarray, tokens: np.ndarray, degrees: np.ndarray, nseq: np.ndarray
+    ) -> np.ndarray:
+        """Same as :meth:`group_time_table` from per-bin FLOPs (``_work`` sums), tokens, sequence counts."""
         d = np.asarray(degrees, dtype=np.float64)
-        compute = work[:, None] / (d * self.flops_per_s)
-        frac = (d - 1.0) / d
-        comm = 2.0 * frac * tokens[:, None] * (self.kv_bytes_per_token / self.bandwidth_bytes_per_s)
-        comm = comm + 2.0 * (d - 1.0) * self.latency_s
-        return self.num_layers * (compute + comm)
+        steps = d - 1.0
+        bytes_s = 2.0 * self.kv_bytes_per_token / self.bandwidth_bytes_per_s
+        per_step = (tokens * bytes_s)[:, None] / d + (2.0 * self.latency_s) * nseq[:, None]
+        return self.num_layers * (work[:, None] / (d * self.flops_per_s) + steps * per_step)
 
 
 def cost_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
@@ -102,6 +112,8 @@ def cost_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray)
     degrees = np.asarray(degrees)
     table = getattr(cost, "group_time_table", None)
     if table is not None:
+        if degrees.min(initial=1) > 0:
+            return np.asarray(table(bins, degrees), dtype=np.float64)
         out = np.asarray(table(bins, np.maximum(degrees, 1)), dtype=np.float64)
         return np.where(degrees > 0, out, np.inf)
     out = np.full(degrees.shape, np.inf)

@@ -65,6 +65,10 @@ def policy_degrees(policy: Policy, lengths: np.ndarray) -> np.ndarray:
         d = np.maximum(np.asarray(policy.degrees, dtype=np.int64)[idx], m)
     else:
         d = m
+    if policy.token_budget % 2:  # odd budget: a raised degree may need one more (fitting_degree)
+        for k in np.nonzero((d > m) & (lengths > d * (policy.token_budget - 1)))[0].tolist():
+            if d[k] <= policy.world_size:
+                d[k] = policy.degree_for(int(lengths[k]))
     over = np.nonzero(d > policy.world_size)[0]
     if over.size:
         policy.degree_for(int(lengths[over[0]]))  # raises with the policy's message
@@ -87,44 +91,46 @@ def pack_class(
     bins: list[list[int]] = []
     keys: list[int] = []  # sorted (spare tokens) * _KEY + bin index
     if degree == 1:
-        for s in order:
-            length = int(lengths[s])
-            pos = bisect.bisect_left(keys, length * _KEY)
+        find, insert, pop = bisect.bisect_left, bisect.insort, keys.pop
+        for s, length in zip(order, lengths[order].tolist() if order else []):
+            need = length * _KEY
+            pos = find(keys, need)
             if pos < len(keys):
-                key = keys.pop(pos)
-                b = key % _KEY
-                bins[b].append(s)
-                bisect.insort(keys, key - length * _KEY)
+                key = pop(pos)
+                bins[key % _KEY].append(s)
+                insert(keys, key - need, 0, pos)
             else:
-                b = len(bins)
+                insert(keys, budget * _KEY - need + len(bins))
                 bins.append([s])
-                bisect.insort(keys, (budget - length) * _KEY + b)
         return bins
-    loads: list[np.ndarray] = []
+    # Per-rank loads are exact but costly; a bin passes at once when the sufficient rule
+    # sum(L + 2 d) <= d (budget + 1) holds (a rank holds < L/d + 2 tokens of each sequence).
     cap = degree * budget
+    rule = degree * (budget + 1)
+    padded: list[int] = []  # per bin: sum(L + 2d)
     for s in order:
         length = int(lengths[s])
-        mine = rank_loads([length], degree)
-        mine_max = int(mine.max())
         pos = bisect.bisect_left(keys, length * _KEY)
         placed = False
         for probe in range(pos, min(pos + max_probe, len(keys))):
             key = keys[probe]
             b = key % _KEY
-            new = loads[b] + mine
-            if int(new.max()) <= budget:
+            ok = padded[b] + length + 2 * degree <= rule
+            if not ok:
+                ok = int(rank_loads(lengths[bins[b] + [s]], degree).max()) <= budget
+            if ok:
                 keys.pop(probe)
                 bins[b].append(s)
-                loads[b] = new
+                padded[b] += length + 2 * degree
                 bisect.insort(keys, key - length * _KEY)
                 placed = True
                 break
         if not placed:
+            if length + 2 * degree > rule and not fits([length], degree, budget):
+                raise ValueError(f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens")
             b = len(bins)
             bins.append([s])
-            loads.append(mine)
-            if mine_max > budget:
-                raise ValueError(f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens")
+            padded.append(length + 2 * degree)
             bisect.insort(keys, (cap - length) * _KEY + b)
     return bins
 

@@ -30,7 +30,8 @@ class Group:
     seq_ids: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seq_ids", tuple(int(s) for s in self.seq_ids))
+        if type(self.seq_ids) is not tuple:
+            object.__setattr__(self, "seq_ids", tuple(int(s) for s in self.seq_ids))
 
     @property
     def stop(self) -> int:
@@ -48,7 +49,8 @@ class Wave:
     groups: tuple[Group, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "groups", tuple(self.groups))
+        if type(self.groups) is not tuple:
+            object.__setattr__(self, "groups", tuple(self.groups))
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class Plan:
     kind: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "waves", tuple(self.waves))
+        if type(self.waves) is not tuple:
+            object.__setattr__(self, "waves", tuple(self.waves))
 
     # ------------------------------------------------------------------ queries
     def group_of(self, wave: int, rank: int) -> Group | None:

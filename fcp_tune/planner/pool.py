@@ -18,6 +18,7 @@ needed while dealing.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +30,29 @@ from fcp_tune.policy import min_degree_for
 Groups = list[tuple[int, list[int]]]
 
 
-def pool_candidate(
+@dataclass(frozen=True)
+class Draft:
+    """A wave's ranks split between rows and a pool of degree ``g``, before dealing the pool.
+
+    ``r0`` is the pool's minimum ranks: a token lower bound (``exact=False``) or ``g`` times
+    the best-fit-decreasing bin count (``exact=True``, always realisable). ``estimate`` is
+    the solver's makespan, optimistic for the pool (perfect balance), so a draft whose
+    estimate is no better than a realised plan can be skipped.
+    """
+
+    g: int
+    rows: list[list[int]]
+    row_m: np.ndarray
+    pool: list[int]
+    r0: int
+    exact: bool
+    extra: np.ndarray
+    estimate: float
+    rows_in: list[list[int]]  # the wave's long bins, as given (to redo the draft exactly)
+    row_min: list[int]
+
+
+def draft(
     g: int,
     rows_in: list[list[int]],
     row_min: list[int],
@@ -39,37 +62,41 @@ def pool_candidate(
     n: int,
     budget: int,
     cost: CostFn,
-) -> tuple[Groups, float] | None:
-    """``(groups, bound)`` for one wave with pool degree ``g``, or ``None`` if it cannot fit.
+    exact: bool = False,
+) -> Draft | None:
+    """Split one wave's ranks for pool degree ``g``; ``None`` if the minimums exceed ``n``.
 
-    ``groups`` are ``(size, seq_ids)``. ``bound`` is a lower bound on the wave's makespan
-    for ``g = 1`` (all work at degree 1 over ``n`` ranks, and each row's best time): when
-    the plan comes close to it, larger pool degrees need not be tried.
     ``rows_in``/``row_min``: the wave's bins of minimum degree >= 2 and those degrees;
-    ``short``: its sequences of minimum degree 1 with ``c1`` their times at degree 1.
+    ``short``: its sequences of minimum degree 1, ``c1`` their times at degree 1.
     """
     rows = [b for b, d in zip(rows_in, row_min) if d > g]
     row_m = [d for d in row_min if d > g]
-    pool = [s for b, d in zip(rows_in, row_min) if d <= g for s in b]
+    merged = [s for b, d in zip(rows_in, row_min) if d <= g for s in b]
+    short_arr = np.asarray(short, dtype=np.int64)
     if g == 1:
         long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0] if rows else np.zeros(0)
         ideal = (float(c1.sum()) + float((long_work * np.array(row_m)).sum())) / n
-        big = [s for s, c in zip(short, c1.tolist()) if c > ideal]
+        big = short_arr[c1 > ideal].tolist()
         rows = rows + [[s] for s in big]
         row_m = row_m + [1] * len(big)
-        pool += [s for s, c in zip(short, c1.tolist()) if c <= ideal]
+        pool_arr = np.concatenate([np.asarray(merged, dtype=np.int64), short_arr[c1 <= ideal]])
     else:
-        pool += short
-    sizes = lengths if g == 1 else lengths + 2 * g
-    capacity = budget if g == 1 else g * (budget + 1)
-    misfits = [s for s in pool if sizes[s] > capacity]  # too long for the sufficient rule
-    if misfits:
-        pool = [s for s in pool if sizes[s] <= capacity]
+        pool_arr = np.concatenate([np.asarray(merged, dtype=np.int64), short_arr])
+    sizes, capacity = _pool_sizes(lengths, g, budget)
+    too_long = sizes[pool_arr] > capacity  # too long for the sufficient rule: rows of their own
+    if too_long.any():
+        misfits = pool_arr[too_long].tolist()
+        pool_arr = pool_arr[~too_long]
         rows = rows + [[s] for s in misfits]
         row_m = row_m + [min_degree_for(int(lengths[s]), budget) for s in misfits]
-    pool.sort()
-    base_bins = pack_class(pool, sizes, 1, capacity) if pool else []
-    r0 = g * len(base_bins)
+    pool_arr = np.sort(pool_arr)
+    pool = pool_arr.tolist()
+    if not pool:
+        r0 = 0
+    elif exact:
+        r0 = g * len(pack_class(pool, sizes, 1, capacity))
+    else:
+        r0 = g * -(-int(sizes[pool_arr].sum()) // capacity)
     m = np.asarray(row_m, dtype=np.int64)
     slack = n - int(m.sum()) - r0
     if slack < 0:
@@ -78,24 +105,52 @@ def pool_candidate(
     if rows:
         table[: len(rows)] = row_table(rows, m, slack, lengths, budget, cost)
     if pool:
-        pool_len = lengths[pool]
+        pool_len = lengths[pool_arr]
         at_g = cost_table(cost, [pool_len, pool_len[[int(np.argmax(pool_len))]]], np.array([[g], [g]]))[:, 0]
         groups_at = (r0 + np.arange(slack + 1)) // g
         table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
     extra = fill_spare(table, least_makespan_extra(table, slack), slack)
-    out: Groups = [(int(m[i] + extra[i]), rows[i]) for i in range(len(rows))]
-    if pool:
-        weights = _weights(pool, short, c1, lengths, cost)
-        ranks = r0 + int(extra[-1])
-        parts = deal(pool, weights, lengths, ranks, g, budget)
-        if parts is None:  # memory is tight: balancing tokens packs better than balancing time
-            parts = deal(pool, lengths[pool].astype(np.float64), lengths, ranks, g, budget)
-        out.extend(parts if parts is not None else [(g, b) for b in base_bins])
-    bound = ideal if g == 1 else 0.0
-    if rows and g == 1:
-        # No row can beat its time alone on every rank of the wave.
-        bound = max(bound, float(cost_table(cost, [lengths[b] for b in rows], np.full((len(rows), 1), n)).max()))
-    return out, bound
+    estimate = float(table[np.arange(len(table)), extra].max()) if len(table) else 0.0
+    return Draft(g, rows, m, pool, r0, exact, extra, estimate, rows_in, row_min)
+
+
+def _pool_sizes(lengths: np.ndarray, g: int, budget: int) -> tuple[np.ndarray, int]:
+    """Per-sequence sizes and per-group capacity of the pool's memory rule."""
+    if g == 1:
+        return lengths, budget
+    return lengths + 2 * g, g * (budget + 1)
+
+
+def realise(
+    d: Draft,
+    short: list[int],
+    c1: np.ndarray,
+    lengths: np.ndarray,
+    n: int,
+    budget: int,
+    cost: CostFn,
+) -> Groups | None:
+    """Deal the draft's pool onto its ranks: groups ``(size, seq_ids)``, or ``None``.
+
+    Costliest first to the least-loaded group; if memory is too tight for that, tokens
+    first; if that fails too, the draft is redone with the exact bin count and, at worst,
+    the pool runs as its best-fit-decreasing bins.
+    """
+    out: Groups = [(int(d.row_m[i] + d.extra[i]), d.rows[i]) for i in range(len(d.rows))]
+    if not d.pool:
+        return out
+    ranks = d.r0 + int(d.extra[-1])
+    weights = _weights(d.pool, short, c1, lengths, cost)
+    parts = deal(d.pool, weights, lengths, ranks, d.g, budget)
+    if parts is None:  # memory is tight: balancing tokens packs better than balancing time
+        parts = deal(d.pool, lengths[d.pool].astype(np.float64), lengths, ranks, d.g, budget)
+    if parts is None:
+        if not d.exact:
+            redo = draft(d.g, d.rows_in, d.row_min, short, c1, lengths, n, budget, cost, exact=True)
+            return None if redo is None else realise(redo, short, c1, lengths, n, budget, cost)
+        sizes, capacity = _pool_sizes(lengths, d.g, budget)
+        parts = [(d.g, b) for b in pack_class(d.pool, sizes, 1, capacity)]
+    return out + parts
 
 
 def _weights(pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndarray, cost: CostFn) -> np.ndarray:

@@ -38,12 +38,6 @@ def attention_bwd_flops(q_len: float, k_len: float, causal: bool, heads: int, he
     return BWD_FACTOR * attention_fwd_flops(q_len, k_len, causal, heads, head_dim, head_dim_v)
 
 
-def linear_flops_per_token_per_layer(model: ModelConfig) -> float:
-    """Forward+backward matmul FLOPs per token of one layer (6 x matmul weights)."""
-    h, kvd = model.hidden, model.kv_heads * model.head_dim
-    return 6.0 * (2 * h * h + 2 * h * kvd + 3 * h * model.ffn_hidden)
-
-
 def activation_formula(model: ModelConfig) -> float:
     """Estimated activation bytes per token per layer: ``(5h + 2 kv_dim + 3 ffn) * dtype + 4 heads``.
 

@@ -3,7 +3,10 @@
 Attention (:class:`AttentionGrid`): ``log(time)`` is interpolated linearly in
 ``(log q_len, log k_len)`` (bilinear for full blocks, linear in ``log s`` for causal
 squares), so every grid point is reproduced exactly and a power law between neighbours is
-followed exactly. Outside the grid nothing is extrapolated wildly:
+followed exactly. Measurement noise that makes a larger block faster than a smaller one is
+flattened first (each grid time is raised to the largest time of any smaller block along
+each axis), so predictions never decrease with length. Outside the grid nothing is
+extrapolated wildly:
 
 - above the largest length the block runs at the edge's throughput: the edge time is
   scaled by the FLOP ratio (``q*k / (q_edge*k_edge)`` for full blocks, ``(s/s_edge)^2``
@@ -31,81 +34,93 @@ from fcp_tune.profile.schema import CommFit, Profile
 def _axis(grid_log: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower index, upper index and weight of ``log(x)`` on a sorted log-grid (clamped)."""
     n = grid_log.size
-    lx = np.log(np.clip(x, math.exp(grid_log[0]), math.exp(grid_log[-1])))
+    lx = np.minimum(np.maximum(np.log(x), grid_log[0]), grid_log[-1])
     if n == 1:
         z = np.zeros(lx.shape, dtype=np.int64)
         return z, z, np.zeros(lx.shape)
-    i = np.clip(np.searchsorted(grid_log, lx, side="right") - 1, 0, n - 2)
-    w = np.clip((lx - grid_log[i]) / (grid_log[i + 1] - grid_log[i]), 0.0, 1.0)
+    i = np.minimum(np.searchsorted(grid_log, lx, side="right") - 1, n - 2)
+    w = (lx - grid_log[i]) / (grid_log[i + 1] - grid_log[i])
     return i, i + 1, w
 
 
 @dataclass(frozen=True)
 class _Curve2D:
+    """Full blocks: ``t_log[phase, i_q, i_k]``; returns ``(phases, n)`` seconds."""
+
     q_log: np.ndarray
     k_log: np.ndarray
-    t_log: np.ndarray  # (len q, len k)
+    t_log: np.ndarray
 
     def __call__(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
         i0, i1, wq = _axis(self.q_log, q)
         j0, j1, wk = _axis(self.k_log, k)
         t = self.t_log
-        lt = (1 - wq) * ((1 - wk) * t[i0, j0] + wk * t[i0, j1]) + wq * ((1 - wk) * t[i1, j0] + wk * t[i1, j1])
-        scale = np.maximum(q / math.exp(self.q_log[-1]), 1.0) * np.maximum(k / math.exp(self.k_log[-1]), 1.0)
+        lt = (1 - wq) * ((1 - wk) * t[:, i0, j0] + wk * t[:, i0, j1]) + wq * ((1 - wk) * t[:, i1, j0] + wk * t[:, i1, j1])
+        scale = np.maximum(q / self.q_log_max, 1.0) * np.maximum(k / self.k_log_max, 1.0)
         return np.exp(lt) * scale
+
+    @property
+    def q_log_max(self) -> float:
+        return math.exp(self.q_log[-1])
+
+    @property
+    def k_log_max(self) -> float:
+        return math.exp(self.k_log[-1])
 
 
 @dataclass(frozen=True)
 class _Curve1D:
+    """Causal squares: ``t_log[phase, i_s]``; returns ``(phases, n)`` seconds."""
+
     s_log: np.ndarray
     t_log: np.ndarray
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
         i0, i1, w = _axis(self.s_log, s)
-        lt = (1 - w) * self.t_log[i0] + w * self.t_log[i1]
+        lt = (1 - w) * self.t_log[:, i0] + w * self.t_log[:, i1]
         return np.exp(lt) * np.maximum(s / math.exp(self.s_log[-1]), 1.0) ** 2
 
 
 class AttentionGrid:
-    """Vectorised per-block times (seconds, one layer, the profile's head shape)."""
+    """Vectorised per-block times (seconds, one layer, the profile's head shape), fwd and bwd."""
 
     def __init__(self, profile: Profile) -> None:
         full = [p for p in profile.attention if not p.causal]
         causal = sorted((p for p in profile.attention if p.causal), key=lambda p: p.q_len)
         qs = sorted({p.q_len for p in full})
         ks = sorted({p.k_len for p in full})
-        self._full: dict[str, _Curve2D] = {}
-        self._causal: dict[str, _Curve1D] = {}
-        for phase in ("fwd", "bwd"):
-            table = np.empty((len(qs), len(ks)))
-            for p in full:
-                table[qs.index(p.q_len), ks.index(p.k_len)] = getattr(p, f"{phase}_s")
-            self._full[phase] = _Curve2D(np.log(qs), np.log(ks), np.log(table))
-            self._causal[phase] = _Curve1D(
-                np.log([p.q_len for p in causal]), np.log([getattr(p, f"{phase}_s") for p in causal])
-            )
+        table = np.empty((2, len(qs), len(ks)))
+        for p in full:
+            table[:, qs.index(p.q_len), ks.index(p.k_len)] = (p.fwd_s, p.bwd_s)
+        diag = np.array([[p.fwd_s for p in causal], [p.bwd_s for p in causal]])
+        # Noise that makes a bigger block faster is flattened: non-decreasing along each axis.
+        table = np.maximum.accumulate(np.maximum.accumulate(table, axis=1), axis=2)
+        diag = np.maximum.accumulate(diag, axis=1)
+        self._full = _Curve2D(np.log(qs), np.log(ks), np.log(table))
+        self._causal = _Curve1D(np.log([p.q_len for p in causal]), np.log(diag))
 
-    def full(self, q: np.ndarray, k: np.ndarray, phase: str) -> np.ndarray:
-        """Seconds of full blocks ``q x k`` (arrays of equal shape, all > 0)."""
-        return self._full[phase](np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64))
+    def full(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """``(2, n)`` forward and backward seconds of full blocks ``q x k`` (all > 0)."""
+        return self._full(np.asarray(q, dtype=np.float64), np.asarray(k, dtype=np.float64))
 
-    def causal(self, s: np.ndarray, phase: str) -> np.ndarray:
-        """Seconds of causal squares of side ``s`` (array, all > 0)."""
-        return self._causal[phase](np.asarray(s, dtype=np.float64))
+    def causal(self, s: np.ndarray) -> np.ndarray:
+        """``(2, n)`` forward and backward seconds of causal squares of side ``s`` (all > 0)."""
+        return self._causal(np.asarray(s, dtype=np.float64))
 
-    def block(self, q: np.ndarray, k: np.ndarray, causal: np.ndarray, phase: str) -> np.ndarray:
-        """Seconds of square-or-full blocks; zero where ``q`` or ``k`` is zero."""
+    def block(self, q: np.ndarray, k: np.ndarray, causal: np.ndarray) -> np.ndarray:
+        """``(2, *shape)`` forward and backward seconds of full-or-causal-square blocks; zero
+        where ``q`` or ``k`` is zero."""
         q = np.asarray(q, dtype=np.float64)
         k = np.asarray(k, dtype=np.float64)
         causal = np.asarray(causal, dtype=bool)
-        out = np.zeros(q.shape)
+        out = np.zeros((2,) + q.shape)
         live = (q > 0) & (k > 0)
         f = live & ~causal
         c = live & causal
         if f.any():
-            out[f] = self.full(q[f], k[f], phase)
+            out[:, f] = self._full(q[f], k[f])
         if c.any():
-            out[c] = self.causal(q[c], phase)
+            out[:, c] = self._causal(q[c])
         return out
 
 

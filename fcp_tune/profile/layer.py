@@ -17,6 +17,7 @@ other shapes with :func:`~fcp_tune.profile.flops.activation_formula`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from fcp_tune.modelcfg import ModelConfig
 
+MAX_MEASURED_LAYERS = 4
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -37,7 +39,8 @@ def identity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     return q + (k.sum() + v.sum()) * 0.0
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued device work (CUDA); a no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -46,12 +49,12 @@ def median_time(fn: Callable[[], object], device: torch.device, warmup: int, rep
     """Median wall seconds of ``fn()`` after ``warmup`` untimed calls (device-synchronised)."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync_device(device)
     times = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - t0)
     times.sort()
     n = len(times)
@@ -62,12 +65,16 @@ def measure_linear(model: ModelConfig, tokens: int, device: torch.device, warmup
     """Seconds per token of the decoder's token-linear work (fwd + bwd, all layers, LM head, loss).
 
     Returns ``seconds_per_token``, ``flops_per_token`` (``model.linear_flops_per_token()``)
-    and ``optimizer_s_per_param`` (one AdamW step over the same parameters).
+    and ``optimizer_s_per_param`` (one AdamW step over the same parameters). A model deeper
+    than :data:`MAX_MEASURED_LAYERS` is measured on its first layers only (a full 8B model,
+    its gradients and AdamW states do not fit one GPU next to the activations) and the
+    time scaled by the FLOP ratio, i.e. at the truncated model's effective rate.
     """
     from fcp_tune.executor.model import build_model  # the executor's decoder, imported when measuring
 
     torch.manual_seed(0)
-    net = build_model(model, seed=0, device=device)
+    measured = replace(model, layers=min(model.layers, MAX_MEASURED_LAYERS))
+    net = build_model(measured, seed=0, device=device)
     ids = torch.randint(0, model.vocab_size, (tokens,), device=device)
     positions = torch.arange(tokens, device=device)
     targets = torch.randint(0, model.vocab_size, (tokens,), device=device)
@@ -80,9 +87,11 @@ def measure_linear(model: ModelConfig, tokens: int, device: torch.device, warmup
     opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
     t_opt = median_time(opt.step, device, warmup, repeats)
     n_params = sum(p.numel() for p in net.parameters())
+    scale = model.linear_flops_per_token() / measured.linear_flops_per_token()
     return {
-        "seconds_per_token": t / tokens,
+        "seconds_per_token": t / tokens * scale,
         "flops_per_token": model.linear_flops_per_token(),
+        "measured_layers": measured.layers,
         "optimizer_s_per_param": t_opt / n_params,
     }
 

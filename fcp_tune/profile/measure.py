@@ -14,8 +14,10 @@ progress events; the caller turns them into progress bars (:class:`ProgressEvent
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -28,7 +30,7 @@ from fcp_tune.hardware import collect_hardware
 from fcp_tune.launch import run_local
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
-from fcp_tune.profile.layer import activation_bytes_per_token, measure_linear, median_time, torch_dtype
+from fcp_tune.profile.layer import activation_bytes_per_token, measure_linear, sync_device, torch_dtype
 from fcp_tune.profile.measure_comm import combine_collectives, measure_collectives_rank
 from fcp_tune.profile.schema import AttentionPoint, LinearCost, MemoryCost, Profile
 
@@ -74,11 +76,30 @@ def default_settings(model: ModelConfig, quick: bool, cuda: bool, max_len: int |
     return ProfileSettings(model, lengths, sizes, warmup=2, repeats=5, linear_tokens=4096 if not cuda else 16384)
 
 
+def _repeats(one_s: float, minimum: int, target_s: float) -> int:
+    """Repeats for a call taking ``one_s``: enough for ``target_s`` of samples, 10x ``minimum`` at most."""
+    return int(min(10 * minimum, max(minimum, target_s / max(one_s, 1e-9))))
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync_device(device)
+    return time.perf_counter() - t0
+
+
 def measure_attention(
     model: ModelConfig, lengths: Sequence[int], device: torch.device, warmup: int, repeats: int,
-    advance: Callable[[], None] = lambda: None,
+    emit: Callable[[Event], None] = lambda e: None, target_s: float = 0.02,
 ) -> list[tuple[int, int, bool, float, float]]:
-    """``(q_len, k_len, causal, fwd_s, bwd_s)`` for every full ``q x k`` pair and causal square."""
+    """``(q_len, k_len, causal, fwd_s, bwd_s)`` for every full ``q x k`` pair and causal square.
+
+    The grid is swept in rounds, one forward and one backward sample per block per round,
+    so a burst of interference from other work on the host spoils one sample of many
+    blocks rather than every sample of one; each block's median is kept. ``warmup`` rounds
+    come first (at least one: it also sizes the repeats). Every block gets at least
+    ``repeats`` samples, more (up to 10x) when one backward takes under ``target_s / repeats``.
+    """
     gen = torch.Generator(device="cpu").manual_seed(0)
     top = max(lengths)
     dt = torch_dtype(model.dtype)
@@ -90,16 +111,33 @@ def measure_attention(
     q, k, v, dout = rnd(top, model.heads), rnd(top, model.kv_heads), rnd(top, model.kv_heads), rnd(top, model.heads)
     scale = default_scale(hd)
     pairs = [(a, b, False) for a in lengths for b in lengths] + [(s, s, True) for s in lengths]
-    out = []
+    calls = []
     for ql, kl, causal in pairs:
         qq, kk, vv, dd = q[:ql], k[:kl], v[:kl], dout[:ql]
         qr, kr = [(0, ql)], [(0, kl)]
         o, lse = block_forward(qq, kk, vv, qr, kr, causal, scale)
-        fwd = median_time(lambda: block_forward(qq, kk, vv, qr, kr, causal, scale), device, warmup, repeats)
-        bwd = median_time(lambda: block_backward(dd, qq, kk, vv, o, lse, qr, kr, causal, scale), device, warmup, repeats)
-        out.append((ql, kl, causal, fwd, bwd))
-        advance()
-    return out
+        calls.append((
+            functools.partial(block_forward, qq, kk, vv, qr, kr, causal, scale),
+            functools.partial(block_backward, dd, qq, kk, vv, o, lse, qr, kr, causal, scale),
+        ))
+    rounds = max(1, warmup)
+    emit(("stage", f"attention warm-up ({len(pairs)} blocks x {rounds})", len(pairs) * rounds))
+    probe = [0.0] * len(pairs)
+    for _ in range(rounds):
+        for i, (fwd, bwd) in enumerate(calls):
+            _timed(fwd, device)
+            probe[i] = _timed(bwd, device)
+            emit(("advance",))
+    counts = [_repeats(t, repeats, target_s) for t in probe]
+    emit(("stage", f"attention ({len(pairs)} blocks, {sum(counts)} samples)", sum(counts)))
+    samples: list[tuple[list[float], list[float]]] = [([], []) for _ in pairs]
+    for r in range(max(counts)):
+        for i, (fwd, bwd) in enumerate(calls):
+            if r < counts[i]:
+                samples[i][0].append(_timed(fwd, device))
+                samples[i][1].append(_timed(bwd, device))
+                emit(("advance",))
+    return [(ql, kl, c, statistics.median(f), statistics.median(b)) for (ql, kl, c), (f, b) in zip(pairs, samples)]
 
 
 def _device(backend: str) -> torch.device:
@@ -118,9 +156,7 @@ def profile_rank(rank: int, world: int, settings: ProfileSettings, events: Any =
         emit = lambda e: None  # noqa: E731
     advance = lambda: emit(("advance",))  # noqa: E731
     s = settings
-    n_points = len(s.lengths) ** 2 + len(s.lengths)
-    emit(("stage", f"attention ({n_points} blocks)", n_points))
-    attention = measure_attention(s.model, s.lengths, device, s.warmup, s.repeats, advance)
+    attention = measure_attention(s.model, s.lengths, device, s.warmup, s.repeats, emit)
     emit(("stage", "token-linear layers", 1))
     linear = measure_linear(s.model, s.linear_tokens, device, s.warmup, s.repeats)
     advance()
@@ -148,16 +184,19 @@ def combine(results: Sequence[dict[str, Any]], settings: ProfileSettings, comman
         hardware=collect_hardware(), world_size=world, backend=results[0]["backend"], model=m,
         attention=tuple(points), collectives=combine_collectives([r["comm"] for r in results]),
         linear=LinearCost(lin["seconds_per_token"], lin["flops_per_token"],
-                          f"measured: executor Decoder with identity attention core, {settings.linear_tokens} tokens, "
-                          f"fwd+bwd incl. embedding, LM head and loss; median over ranks"),
+                          f"measured: executor Decoder ({int(lin['measured_layers'])} of {m.layers} layers, scaled by "
+                          f"FLOPs) with identity attention core, {settings.linear_tokens} tokens, fwd+bwd incl. "
+                          f"embedding, LM head and loss; median over ranks"),
         memory=MemoryCost(activation_bytes_per_token(m), 16.0, lin["optimizer_s_per_param"],
                           "activations: saved-tensor bytes of one executor Block (+ attention core Q,K,V,lse); "
                           "16 B/param (weights, grads, Adam m and v in the model dtype; fp32 master with bf16); "
                           "optimizer: measured AdamW step"),
         extrapolation=None, sources=(),
         notes=(f"{world} {results[0]['backend']} processes on {results[0]['device']}, {settings.threads} thread(s) each; "
-               f"attention: median over ranks of each rank's median of {settings.repeats} runs after "
-               f"{settings.warmup} warm-up; collectives: median/max over ranks of per-rank medians"),
+               f"attention: median over ranks of each rank's median over >= {settings.repeats} interleaved rounds "
+               f"(more for blocks under 20 ms) after {max(1, settings.warmup)} warm-up round(s); collectives: "
+               f"median/max over ranks of per-rank medians of >= {settings.repeats} calls (10x for messages under "
+               f"1 MiB) after {settings.warmup} warm-up"),
     )
 
 
@@ -189,11 +228,12 @@ def measure_profile(
     settings = settings or default_settings(model, quick, cuda, max_len)
     if under_torchrun():
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
             if cuda:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group("nccl" if cuda else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
-        torch.set_num_threads(settings.threads) if not cuda else None
+        if not cuda:
+            torch.set_num_threads(settings.threads)
         result = profile_rank(rank, world, settings, on_event if rank == 0 else None)
         gathered: list = [None] * world if rank == 0 else []
         dist.gather_object(result, gathered if rank == 0 else None, dst=0)

@@ -3,8 +3,9 @@
 Every group size ``g`` in the requested list uses ranks ``[0, g)``; all groups are created
 on every rank in one canonical order without local synchronisation (REFERENCE section 4).
 For each (collective, group size, message size) the world meets at a barrier, the
-group's ranks run ``warmup`` untimed calls, then ``repeats`` timed calls, each after a
-group barrier; a rank reports the median of its own times. ``p2p_ring`` is exactly the
+group's ranks run ``warmup`` untimed calls, then :func:`sample_count` timed calls (``repeats``,
+more for small messages), each after a group barrier; a rank reports the median of its
+own times. ``p2p_ring`` is exactly the
 ring attention's exchange (:class:`~fcp_tune.attention.comm.RingExchange`: a
 ``batch_isend_irecv`` to the successor and from the predecessor). Buffers are float32.
 """
@@ -23,6 +24,7 @@ from fcp_tune.profile.collectives import fit_alpha_beta
 from fcp_tune.profile.schema import CommCurve, CommFit, CommSample
 
 _ELEM = 4  # float32 bytes
+MIB = 1 << 20
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
@@ -64,6 +66,15 @@ def _op_call(op: str, n: int, g: int, group: Any, rank: int, device: torch.devic
     raise ValueError(f"unknown collective {op!r}")
 
 
+def sample_count(nbytes: int, repeats: int) -> int:
+    """Timed calls for a message: ``repeats``, up to 10x more for messages under 1 MiB.
+
+    Small messages are cheap and their times bimodal on a busy host (a wake-up can cost a
+    scheduler tick); many samples keep the median stable. Every rank derives the same count.
+    """
+    return repeats * max(1, min(10, MIB // max(1, nbytes)))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,7 +108,7 @@ def measure_collectives_rank(
                         call()
                     _sync(device)
                     times = []
-                    for _ in range(repeats):
+                    for _ in range(sample_count(nbytes, repeats)):
                         dist.barrier(group=groups[g])
                         t0 = time.perf_counter()
                         call()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,17 +52,17 @@ def _count(value: Any, where: str, minimum: int = 1) -> int:
 
 def plain(value: Any) -> Any:
     """``value`` as plain YAML/JSON data: str/int/float/bool/None, lists and str-keyed dicts."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()  # numpy scalars
     if value is None or type(value) in (bool, int, float, str):
         return value
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         return int(value)
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
 
@@ -318,14 +319,14 @@ def _parse(d: Mapping[str, Any]) -> Profile:
             raise FcpTuneError(f"collectives: unknown op {op!r}; expected one of {', '.join(OPS)}")
         for i, row in enumerate(_list(rows, f"collectives.{op}")):
             w = f"collectives.{op}[{i}]"
+            size = _count(_get(row, "group_size", w), f"{w}.group_size", 2)
             samples = []
-            for j, s in enumerate(_list(row.get("samples", []) if isinstance(row, Mapping) else None, f"{w}.samples")):
+            for j, s in enumerate(_list(row.get("samples") or [], f"{w}.samples")):
                 ws = f"{w}.samples[{j}]"
                 samples.append(CommSample(_count(_get(s, "bytes", ws), f"{ws}.bytes", 0),
                                           _positive(_get(s, "median_s", ws), f"{ws}.median_s"),
                                           _positive(_get(s, "max_s", ws), f"{ws}.max_s")))
-            curves.append(CommCurve(op, _count(_get(row, "group_size", w), f"{w}.group_size", 2),
-                                    _fit(_get(row, "fit", w), f"{w}.fit"), tuple(samples)))
+            curves.append(CommCurve(op, size, _fit(_get(row, "fit", w), f"{w}.fit"), tuple(samples)))
     lin = _get(d, "linear", "profile")
     linear = LinearCost(
         _positive(_get(lin, "seconds_per_token", "linear"), "linear.seconds_per_token"),

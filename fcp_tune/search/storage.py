@@ -1,0 +1,58 @@
+"""Optuna storage from a command-line string: in memory, SQLite, or a journal file.
+
+``sqlite:///path.db`` (any SQLAlchemy URL) or ``journal:path.log`` (a file that several
+processes, or machines sharing a file system, can append to). Both make a search resume
+after an interrupt and let several workers search one study together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from fcp_tune.errors import FcpTuneError
+
+
+def open_storage(spec: Optional[str]) -> Any:
+    """An Optuna storage for ``spec`` (None: in memory); a clear error if it cannot be used."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if spec is None:
+        return None
+    if spec.startswith("journal:"):
+        path = Path(spec[len("journal:") :])
+        _check_dir(path, spec)
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise FcpTuneError(f"storage {spec}: file is not readable and writable")
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # noqa: BLE001 - name the storage, not the library
+            raise FcpTuneError(f"storage {spec}: cannot open: {exc}") from None
+    if "://" not in spec:
+        raise FcpTuneError(f"storage {spec!r}: expected sqlite:///PATH (or another database URL) or journal:PATH")
+    if spec.startswith("sqlite:///"):
+        path = Path(spec[len("sqlite:///") :])
+        _check_dir(path, spec)
+        if path.exists():
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(16)
+            except OSError as exc:
+                raise FcpTuneError(f"storage {spec}: cannot read: {exc.strerror}") from None
+            if head and not head.startswith(b"SQLite format 3"):
+                raise FcpTuneError(f"storage {spec}: {path} is not an SQLite database")
+    try:
+        return optuna.storages.RDBStorage(spec)
+    except Exception as exc:  # noqa: BLE001
+        raise FcpTuneError(f"storage {spec}: cannot open: {str(exc).splitlines()[0]}") from None
+
+
+def _check_dir(path: Path, spec: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FcpTuneError(f"storage {spec}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise FcpTuneError(f"storage {spec}: directory {parent} is not writable")

@@ -1,0 +1,220 @@
+"""``fcp-tune search``: tune a thresholds policy with Optuna under a calibrated cost model.
+
+The objective is the predicted mean step time of the planner under the candidate policy
+over a fixed, seeded set of global batches (:class:`~fcp_tune.search.evaluate.Evaluator`).
+The baselines (static at each feasible degree, pow2) are enqueued as the first trials in
+their thresholds form, so the search starts from what users run today and its best trial
+is never worse than any of them. Memory is an Optuna constraint (``trial.set_constraint``):
+a range whose degree cannot hold its longest sequence makes the trial infeasible.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from fcp_tune.costmodel import CostModel
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.policy import Policy, save_policy
+from fcp_tune.profile.schema import Profile
+from fcp_tune.search.evaluate import Evaluator, Score, baseline_policies, best_static
+from fcp_tune.search.space import ThresholdSpace
+from fcp_tune.search.storage import open_storage
+from fcp_tune.workload import Workload
+
+SAMPLERS = ("tpe", "random", "qmc")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What to search; every field ends up in the exported policy's provenance."""
+
+    world_size: int
+    token_budget: int
+    trials: int = 200
+    seed: int = 0
+    ranges: int = 5
+    batches: int = 8
+    scheme: str = "allgather"
+    sampler: str = "tpe"
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    profile_sha256: str = ""
+    workload_sha256: str = ""
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise FcpTuneError(f"trials must be >= 1, got {self.trials}")
+        if self.world_size < 1:
+            raise FcpTuneError(f"world size must be >= 1, got {self.world_size}")
+        if self.token_budget < 1:
+            raise FcpTuneError(f"token budget must be >= 1, got {self.token_budget}")
+        if self.ranges < 1:
+            raise FcpTuneError(f"ranges must be >= 1, got {self.ranges}")
+        if self.batches < 1:
+            raise FcpTuneError(f"batches must be >= 1, got {self.batches}")
+        if self.sampler not in SAMPLERS:
+            raise FcpTuneError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
+
+    def default_study_name(self) -> str:
+        return (
+            f"fcp-{self.workload_sha256[:10]}-{self.profile_sha256[:10]}-n{self.world_size}"
+            f"-b{self.token_budget}-r{self.ranges}-{self.scheme}"
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    policy: Policy
+    score: Score
+    baselines: tuple[tuple[str, Score], ...]
+    trials_completed: int
+    study_name: str
+    elapsed_s: float
+    speedups: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.to_dict(),
+            "predicted": self.score.to_dict(),
+            "baselines": {n: s.to_dict() for n, s in self.baselines},
+            "speedups": self.speedups,
+            "trials_completed": self.trials_completed,
+            "study_name": self.study_name,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=20)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+
+
+def _fingerprint(cfg: SearchConfig) -> dict[str, Any]:
+    return {
+        "profile_sha256": cfg.profile_sha256, "workload_sha256": cfg.workload_sha256,
+        "world_size": cfg.world_size, "token_budget": cfg.token_budget, "ranges": cfg.ranges,
+        "scheme": cfg.scheme, "batches": cfg.batches, "seed": cfg.seed,
+    }
+
+
+def open_study(cfg: SearchConfig, space: ThresholdSpace) -> Any:
+    """Create or resume the study; refuse one made for another profile, workload or space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = cfg.study_name or cfg.default_study_name()
+    study = optuna.create_study(
+        study_name=name, storage=open_storage(cfg.storage), sampler=make_sampler(cfg.sampler, cfg.seed),
+        direction="minimize", load_if_exists=True,
+    )
+    fp = _fingerprint(cfg)
+    stored = study.user_attrs.get("fcp_tune")
+    if stored is None:
+        study.set_user_attr("fcp_tune", fp)
+        for label, params in space.baseline_params():
+            study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+    elif stored != fp:
+        diff = sorted(k for k in fp if stored.get(k) != fp[k])
+        raise FcpTuneError(
+            f"study {name!r} was created for a different search ({', '.join(diff)} differ); "
+            f"use another --study-name or the original profile/workload"
+        )
+    return study
+
+
+def completed_trials(study: Any) -> int:
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def run_search(
+    cfg: SearchConfig,
+    profile: Profile,
+    workload: Workload,
+    model: ModelConfig,
+    on_trial: Optional[Callable[[int, int, float], None]] = None,
+) -> tuple[SearchResult, Any, ThresholdSpace]:
+    """Search, then score the best policy and the baselines. Returns (result, study, space)."""
+    t0 = time.perf_counter()
+    cost = CostModel.from_profile(profile, model, scheme=cfg.scheme, world_size=cfg.world_size)
+    evaluator = Evaluator(cost, workload, cfg.world_size, batches=cfg.batches, seed=cfg.seed)
+    space = ThresholdSpace(
+        cfg.world_size, cfg.token_budget, cfg.ranges, min(workload.seqlens), max(workload.seqlens), cfg.scheme
+    )
+    study = open_study(cfg, space)
+
+    def objective(trial: Any) -> float:
+        bounds, degrees = space.suggest(trial)
+        trial.set_constraint("memory", space.memory_violation(bounds, degrees))
+        return evaluator.step_time(space.policy(bounds, degrees))
+
+    def callback(study: Any, trial: Any) -> None:
+        if on_trial is not None:
+            on_trial(completed_trials(study), cfg.trials, trial.value if trial.value is not None else float("nan"))
+
+    remaining = cfg.trials - completed_trials(study)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget") from None
+    if best.constraints and any(v > 0 for v in best.constraints.values()):
+        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
+    bounds, degrees = space.from_params(best.params)
+    scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
+        cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
+    policy = space.policy(bounds, degrees)
+    score = evaluator.score(policy)
+    static_name, static_score = best_static(scores)
+    speedups = {n: s.step_s / score.step_s for n, s in scores}
+    speedups["best_static"] = static_score.step_s / score.step_s
+    import optuna
+
+    metadata = {
+        "source": "fcp-tune search",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": cfg.command,
+        "profile": {"label": profile.label, "sha256": cfg.profile_sha256, "world_size": profile.world_size},
+        "workload": {"name": workload.name, "sha256": cfg.workload_sha256, "sequences": len(workload.seqlens)},
+        "model": model.to_dict(),
+        "search": {
+            "optuna": optuna.__version__, "sampler": cfg.sampler, "seed": cfg.seed, "trials": completed_trials(study),
+            "ranges": cfg.ranges, "batches": cfg.batches, "study_name": study.study_name, "storage": cfg.storage,
+            "best_trial": best.number,
+        },
+        "predicted": {
+            "step_s": score.step_s, "tokens_per_s": score.tokens_per_s, "efficiency": score.efficiency,
+            "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
+            "speedup": {k: round(v, 4) for k, v in speedups.items()},
+            "baseline_step_s": {n: s.step_s for n, s in scores},
+        },
+    }
+    policy = Policy(**{**policy.__dict__, "metadata": metadata})
+    result = SearchResult(policy, score, tuple(scores), completed_trials(study), study.study_name,
+                          time.perf_counter() - t0, speedups)
+    return result, study, space
+
+
+def reproduce_command(argv: Optional[list[str]] = None) -> str:
+    """The command line that produced this run, for provenance."""
+    args = sys.argv[1:] if argv is None else argv
+    return "fcp-tune " + " ".join(shlex.quote(a) for a in args)
+
+
+def export_policy(result: SearchResult, path: str | Path) -> Path:
+    """Write the searched policy (with its provenance) atomically."""
+    return save_policy(result.policy, path)
