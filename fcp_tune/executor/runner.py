@@ -67,7 +67,8 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
     if world != cfg.world_size:
         raise ValueError(f"the policy is for {cfg.world_size} ranks but {world} processes are running")
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    ranges = sorted({r for _, p in cfg.policies for r in candidate_ranges(p, world)}, key=lambda r: (r[1], r[0]))
+    longest = max(cfg.workload.seqlens)
+    ranges = sorted({r for _, p in cfg.policies for r in candidate_ranges(p, world, longest)}, key=lambda r: (r[1], r[0]))
     pool = GroupPool(ranges, world)
     states = []
     for name, policy in cfg.policies:

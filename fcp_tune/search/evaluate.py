@@ -42,6 +42,7 @@ class Evaluator:
         self.world_size = world_size
         self.batches: list[list[int]] = BatchSampler(workload, seed=seed).batches(batches)
         self.tokens = sum(sum(b) for b in self.batches) / len(self.batches)
+        self.max_len = max(workload.seqlens)
 
     def score(self, policy: Policy) -> Score:
         steps, effs, mem, waves = [], [], 0.0, []
@@ -53,7 +54,7 @@ class Evaluator:
             mem = max(mem, max(pred.peak_memory_bytes))
             waves.append(len(plan.waves))
         step = statistics.fmean(steps)
-        comms = sum(1 for _, size in candidate_ranges(policy, self.world_size) if size > 1)
+        comms = sum(1 for _, size in candidate_ranges(policy, self.world_size, self.max_len) if size > 1)
         return Score(step, self.tokens / step, statistics.fmean(effs), mem, statistics.fmean(waves), comms)
 
     def step_time(self, policy: Policy) -> float:
@@ -61,12 +62,14 @@ class Evaluator:
 
 
 def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """The baselines users run today: static at every feasible degree, pow2; plus FCP adaptive."""
+    """The baselines users run today: static at every feasible degree dividing N, pow2; plus FCP adaptive."""
     from fcp_tune.policy import min_degree_for
 
     common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
     need = min_degree_for(max_len, token_budget)
-    out = [(f"static:{d}", Policy(kind="static", degree=d, **common)) for d in range(need, world_size + 1)]
+    # Megatron-LM needs DP = N / CP: static degrees that divide the world size.
+    out = [(f"static:{d}", Policy(kind="static", degree=d, **common))
+           for d in range(need, world_size + 1) if world_size % d == 0]
     out.append(("pow2", Policy(kind="pow2", **common)))
     out.append(("adaptive", Policy(kind="adaptive", **common)))
     return out

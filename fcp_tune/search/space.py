@@ -108,10 +108,12 @@ class ThresholdSpace:
         )
 
     def baseline_params(self) -> list[tuple[str, dict[str, Any]]]:
-        """Threshold encodings of the baselines: static at each feasible degree, then pow2."""
+        """Threshold encodings of the baselines: static at each feasible degree dividing N, then pow2."""
         need = min_degree_for(self.max_len, self.token_budget)
         out = []
         for d in range(need, self.world_size + 1):
+            if self.world_size % d:
+                continue  # static CP needs DP = N / CP
             params = {f"u{i + 1}": 0.5 for i in range(self.ranges - 1)}
             params.update({f"d{i}": d for i in range(self.ranges)})
             out.append((f"static:{d}", params))

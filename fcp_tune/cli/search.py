@@ -1,0 +1,119 @@
+"""``fcp-tune search``: Optuna-tuned thresholds policy for a workload on a cluster profile."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fcp_tune.cli import app
+from fcp_tune.cli.common import cli_errors, console, fail, print_json
+from fcp_tune.fileio import file_sha256
+from fcp_tune.modelcfg import load_model_config
+from fcp_tune.profile.schema import load_profile
+from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
+from fcp_tune.workload import load_workload
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "workload"
+
+
+@app.command()
+@cli_errors
+def search(
+    profile: str = typer.Option(..., "--profile", help="Profile YAML (measured or reference)."),
+    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
+    world_size: int = typer.Option(..., "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine)."),
+    token_budget: int = typer.Option(..., "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
+    trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
+    ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
+    batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
+    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather or ring."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
+    seed: int = typer.Option(0, "--seed"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: derived from the inputs)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Policy file to write (default strategies/<workload>-n<N>.yaml)."),
+    plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG plots."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Tune the length thresholds and CP degrees of a policy; export it to strategies/."""
+    if trials <= 0:
+        fail(f"--trials must be > 0, got {trials}")
+    if world_size < 1:
+        fail(f"--world-size must be >= 1, got {world_size}")
+    if token_budget < 1:
+        fail(f"--token-budget must be >= 1, got {token_budget}")
+    prof = load_profile(profile)
+    wl = load_workload(workload, global_batch_tokens=global_batch_tokens, seed=seed)
+    cfg_model = load_model_config(model) if model else prof.model
+    cfg = SearchConfig(
+        world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
+        scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
+        profile_sha256=file_sha256(profile), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
+    )
+    if json_out:
+        result, study, _ = run_search(cfg, prof, wl, cfg_model)
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("best {task.fields[best]}"), console=console, transient=True) as bar:
+            task = bar.add_task("searching", total=trials, best="-")
+            best = [float("inf")]
+
+            def on_trial(done: int, total: int, value: float) -> None:
+                if value == value:  # not NaN
+                    best[0] = min(best[0], value)
+                bar.update(task, completed=done, best=f"{best[0]:.4g} s")
+
+            try:
+                result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
+            except KeyboardInterrupt:
+                where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
+                fail(f"search interrupted;{where}", code=130)
+    path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"
+    export_policy(result, path)
+    plot_paths = []
+    if plots:
+        from fcp_tune.search.plots import write_plots
+
+        plot_paths = [str(p) for p in write_plots(study, result, wl, plots)]
+    if json_out:
+        print_json({**result.to_dict(), "path": str(path), "plots": plot_paths})
+        return
+    _render(result, path, plot_paths)
+
+
+def _render(result, path: Path, plot_paths: list[str]) -> None:
+    p = result.policy
+    table = Table(title=f"searched policy ({result.trials_completed} trials, study {result.study_name})")
+    table.add_column("sequence length")
+    table.add_column("CP degree", justify="right")
+    lo = 1
+    for b, d in zip(list(p.boundaries) + [None], p.degrees):
+        table.add_row(f"{lo} .. {b}" if b is not None else f">= {lo}", str(d))
+        lo = (b or 0) + 1
+    console.print(table)
+    cmp_ = Table(title="predicted step time (cost model)")
+    for col in ("policy", "step s", "tokens/s", "efficiency", "speedup of searched"):
+        cmp_.add_column(col, justify="left" if col == "policy" else "right")
+    rows = [("searched", result.score)] + sorted(result.baselines, key=lambda x: x[1].step_s)
+    static_shown = 0
+    for name, s in rows:
+        if name.startswith("static:"):
+            static_shown += 1
+            if static_shown > 4:
+                continue
+        cmp_.add_row(name, f"{s.step_s:.4g}", f"{s.tokens_per_s:,.0f}", f"{s.efficiency:.2f}",
+                     f"{s.step_s / result.score.step_s:.2f}x")
+    console.print(cmp_)
+    console.print(f"best static: {result.policy.metadata['predicted']['best_static']} "
+                  f"({result.speedups['best_static']:.2f}x); wrote [bold]{path}[/]")
+    for pp in plot_paths:
+        console.print(f"plot: {pp}")

@@ -1,0 +1,69 @@
+"""``fcp-tune simulate``: predicted tokens/s of policies at many world sizes."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from fcp_tune.cli import app
+from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.modelcfg import load_model_config
+from fcp_tune.profile.schema import load_profile
+from fcp_tune.search.simulate import simulate as simulate_policies
+from fcp_tune.workload import load_workload
+
+
+@app.command()
+@cli_errors
+def simulate(
+    policies: List[str] = typer.Argument(..., help="Policy files or kinds: static, static:D, pow2, adaptive."),
+    profile: str = typer.Option(..., "--profile", help="Profile YAML."),
+    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
+    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
+    token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens per rank per wave."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
+    scheme: str = typer.Option("allgather", "--scheme"),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
+    batches: int = typer.Option(4, "--batches", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
+    try:
+        sizes = [int(x) for x in world_sizes.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--world-sizes must be comma-separated integers, got {world_sizes!r}") from None
+    prof = load_profile(profile)
+    cfg_model = load_model_config(model) if model else prof.model
+    rows = []
+    with console.status("simulating") if not json_out else _null():
+        for n in sizes:
+            gbt = global_batch_tokens or n * token_budget
+            wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
+            rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed)
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+        return
+    t = Table(title=f"predicted with profile '{prof.label}'")
+    for col in ("N", "policy", "step s", "tokens/s", "efficiency", "vs best static", "best static", "comms", "peak GiB"):
+        t.add_column(col, justify="left" if col in ("policy", "best static") else "right")
+    for r in rows:
+        if r.step_s is None:
+            t.add_row(str(r.world_size), r.policy, "-", "-", "-", "-", r.best_static, "-", "-")
+            continue
+        t.add_row(str(r.world_size), r.policy, f"{r.step_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.efficiency:.2f}",
+                  f"{r.speedup_vs_best_static:.2f}x", r.best_static, str(r.communicators), f"{r.peak_memory_gib:.1f}")
+    console.print(t)
+    notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
+    for n in notes:
+        console.print(f"[dim]skipped {n}[/]")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
