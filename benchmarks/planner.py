@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = 10 if args.quick else (args.repeats or (100 if world <= 64 else 30))
         for row in bench(world, count, budget, reps, args.seed):
             row["note"] = note
-            row["target_p50_ms"] = targets[1] if row["kind"] == "adaptive" else targets[0]
+            row["target_p50_ms"] = {"static": None, "adaptive": targets[1]}.get(row["kind"], targets[0])
             results.append(row)
     if args.json:
         meta = {"python": platform.python_version(), "machine": platform.machine(), "seed": args.seed}

@@ -13,7 +13,11 @@ ranks running forward and backward on a list of causal sequences, per layer:
   dK/dV accumulator travels one step behind (its transfer shares the step) and needs one
   more transfer after the last step;
 
-plus token-linear work for the rank's tokens (``linear_flops_per_token / profile rate``).
+plus token-linear work for the rank's tokens (``linear_flops_per_token / profile rate``), the
+attention core's own per-token bookkeeping (per layer ``linear.core_s_per_token``, plus
+``core_slope_s_per_token`` per further rank of the group) and the
+fixed cost of one forward+backward call (``linear.wave_s``, paid by every rank of the group
+once per wave; both 0 for profiles that lack them).
 The group time is the slowest rank's. Shapes other than the profile's scale attention by
 ``heads * head_dim`` and activations by :func:`~fcp_tune.profile.flops.activation_formula`.
 """
@@ -83,6 +87,9 @@ class CostModel:
     _attn_scale: float = field(default=1.0, init=False, repr=False, compare=False)
     _lin_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
     _act_per_token_layer: float = field(default=0.0, init=False, repr=False, compare=False)
+    _wave_s: float = field(default=0.0, init=False, repr=False, compare=False)
+    _core_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
+    _core_slope: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -107,6 +114,10 @@ class CostModel:
         pm = self.profile.model
         object.__setattr__(self, "_attn_scale", (self.model.heads * self.model.head_dim) / (pm.heads * pm.head_dim))
         object.__setattr__(self, "_lin_s_per_token", self.model.linear_flops_per_token() / self.profile.linear.flops_per_s)
+        # Fixed per-call cost scales with the layers dispatched; core bookkeeping with Q/K/V width, like attention.
+        object.__setattr__(self, "_wave_s", self.profile.linear.wave_s * self.model.layers / pm.layers)
+        object.__setattr__(self, "_core_s_per_token", self.profile.linear.core_s_per_token * self._attn_scale)
+        object.__setattr__(self, "_core_slope", self.profile.linear.core_slope_s_per_token * self._attn_scale)
         act = self.profile.memory.activation_bytes_per_token_per_layer * activation_formula(self.model) / activation_formula(pm)
         object.__setattr__(self, "_act_per_token_layer", act)
 
@@ -176,7 +187,8 @@ class CostModel:
         if isinstance(cnt, float):
             return 0.0
         layers = self.model.layers
-        linear = cnt * self._lin_s_per_token
+        core = max(0.0, self._core_s_per_token + self._core_slope * (degree - 1))
+        linear = cnt * (self._lin_s_per_token + layers * core) + self._wave_s
         if degree == 1:
             return float(layers * (fwd[0] + bwd[0]) + linear[0])
         kv, dkv = self._kv_bytes()
@@ -246,8 +258,9 @@ class CostModel:
         sync, opt = self.grad_sync_time(n), self.optimizer_time()
         fixed = sync + opt
         step = sum(waves) + fixed
-        work = sum(self.group_time([int(x)], 1) for x in seqlens)
-        ideal = work / n + fixed
+        # One wave per rank at best: the per-call fixed cost counts once, not once per sequence.
+        work = sum(self.group_time([int(x)], 1) - self._wave_s for x in seqlens)
+        ideal = work / n + self._wave_s + fixed
         return Prediction(
             wave_times=tuple(waves), rank_busy=tuple(busy), grad_sync_s=sync, optimizer_s=opt, step_time=step,
             peak_memory_bytes=tuple(float(x) + self.static_memory() for x in peak),

@@ -249,7 +249,8 @@ class Policy:
         top = n * b if max_seqlen is None else max(1, min(int(max_seqlen), n * b))
         max_m = min_degree_for(top, b)  # min degree is non-decreasing in the length
         out: set[int] = set()
-        if b % 2 and b <= n and self.kind != "adaptive":  # tiny odd budget: raises may skip degrees
+        if b % 2 and b <= n and self.kind != "adaptive" and top <= 2_000:
+            # Tiny odd budget: a raised degree may skip to the next that fits; enumerate.
             for length in range(1, top + 1):
                 try:
                     out.add(self.degree_for(length))
@@ -271,6 +272,8 @@ class Policy:
                     break
                 m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, top), b)
                 out.update(max(deg, m) for m in range(m_lo, m_hi + 1) if max(deg, m) <= n)
+        if b % 2 and b <= n and out:  # too many lengths to enumerate: a superset will do
+            out.update(range(min(out), n + 1) if self.kind != "pow2" else (1 << k for k in range(n.bit_length())))
         return tuple(sorted(out))
 
     def with_world_size(self, world_size: int) -> "Policy":

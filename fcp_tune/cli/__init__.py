@@ -42,6 +42,7 @@ def _register_commands() -> None:
     from fcp_tune.cli import workload  # noqa: F401
     from fcp_tune.cli import profile  # noqa: F401
     from fcp_tune.cli import run  # noqa: F401
+    from fcp_tune.cli import validate  # noqa: F401
     from fcp_tune.cli import search  # noqa: F401
     from fcp_tune.cli import simulate  # noqa: F401
 

@@ -109,6 +109,12 @@ class StepSummary:
     idle_s: tuple[float, ...]
     peak_bytes: int  # largest over ranks
     plan_ms: float
+    # Per-rank phases and the executed plan's digest (see StepRecord), for ``fcp-tune validate``.
+    plan_digest: int = 0
+    plan_s: tuple[float, ...] = ()
+    waves_s: tuple[float, ...] = ()
+    sync_s: tuple[float, ...] = ()
+    opt_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,9 @@ def summarise(cfg: RunConfig, per_rank: Sequence[dict[str, Any]], backend: str) 
                     busy_s=tuple(r["busy_s"] for r in recs), comm_s=tuple(r["comm_s"] for r in recs),
                     idle_s=tuple(r["idle_s"] for r in recs), peak_bytes=max(r["peak_bytes"] for r in recs),
                     plan_ms=1e3 * max(r["plan_s"] for r in recs),
+                    plan_digest=recs[0]["plan_digest"], plan_s=tuple(r["plan_s"] for r in recs),
+                    waves_s=tuple(r["waves_s"] for r in recs), sync_s=tuple(r["sync_s"] for r in recs),
+                    opt_s=tuple(r["opt_s"] for r in recs),
                 )
             )
         results.append(PolicyResult(name, policy.to_dict(), tuple(steps), cfg.warmup))

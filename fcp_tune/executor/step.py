@@ -72,6 +72,11 @@ class StepRecord:
     plan_digest: int
     peak_bytes: int
     plan_s: float
+    # The step's phases on this rank, for cost-model validation (``fcp-tune validate``):
+    # wall_s = plan_s + (digest check) + waves_s + idle_s + sync_s + opt_s.
+    waves_s: float = 0.0  # in this rank's groups: forward+backward incl. CP comm and in-group waits
+    sync_s: float = 0.0  # gradient (and loss) all-reduce over the world
+    opt_s: float = 0.0  # optimizer step + zero_grad
 
 
 def describe_plan(plan: Plan) -> str:
@@ -120,9 +125,11 @@ def train_step(
     plan = plan_batch(seqlens, state.policy, world, cost=cost)
     plan_s = time.perf_counter() - t_start
     _check_same_plan(plan.digest(), device)
+    t_waves = time.perf_counter()
     with timed_comm() as attn_comm:
         loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault)
     t_work = time.perf_counter() - t_start
+    waves_s = time.perf_counter() - t_waves
     t0 = time.perf_counter()
     dist.barrier()
     idle = time.perf_counter() - t0
@@ -140,6 +147,7 @@ def train_step(
         busy_s=t_work - attn_comm[0] + opt_s, comm_s=attn_comm[0] + allreduce_s, idle_s=idle,
         loss=loss_total, tokens=int(sum(seqlens)), waves=len(plan.waves), layout=describe_plan(plan),
         plan_digest=plan.digest(), peak_bytes=peak_act + model_bytes, plan_s=plan_s,
+        waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s,
     )
 
 

@@ -1,22 +1,25 @@
 """The adaptive (FCP) planner: any group size, chosen per batch to minimise predicted time.
 
-1. **Memory-aware packing.** Every sequence needs at least ``m = min_degree(L)`` ranks.
-   Sequences sharing a minimum degree are packed best-fit-decreasing into bins of that
-   many ranks (per-rank exact capacity ``token_budget``). Sequences with ``m >= 2`` do not
-   share bins (two of them never fit ``m`` ranks), so long sequences keep their own groups.
-2. **Waves.** If the bins' minimum degrees sum to more than ``N``, the batch needs
-   ``W >= ceil(sum m / N)`` waves: bins go, largest predicted work (time x ranks) first, to
-   the wave with the least work that still has the ranks; a new wave opens if none has.
-3. **Degrees per wave** (the paper's DP, solved exactly by :mod:`~fcp_tune.planner.solve`):
-   each bin may take any degree from its minimum up to its minimum plus the wave's spare
-   ranks; the least makespan assignment is found, spare ranks then go to the slowest bin.
-   A bin of short sequences (``m = 1``) may instead be *split* into several groups that
-   share its ranks (data parallelism beats context parallelism for short sequences: no
-   communication); its time for each degree is the smaller of the CP estimate and
-   the split estimate ``max(t(bin, 1) / q, t(longest, 1))`` with ``q = min(degree, #seqs)``.
-4. **Realise** the choice: split bins are dealt longest first to the least-loaded part
-   (kept only if no part is slower than the unsplit group); groups are laid out
-   contiguously, largest first. Any integer degree appears (3, 5, 6, ...).
+1. **Memory-aware packing** (as in the paper). Every sequence needs at least
+   ``m = min_degree(L)`` ranks. Sequences sharing a minimum degree are packed
+   best-fit-decreasing into bins of that many ranks (exact per-rank capacity
+   ``token_budget``); sequences with ``m >= 2`` never share (two of them do not fit).
+2. **Waves.** When the bins' minimum degrees exceed ``N`` ranks, the batch runs in several
+   waves. Two splits are planned in full and the one with the lower predicted step time
+   (sum of wave makespans) kept: *balanced* (largest work first to the least-loaded of the
+   fewest waves) and *sorted* (slowest bins first into the first wave with room, so costly
+   work shares a wave).
+3. **Degrees per wave.** Candidates, best predicted makespan wins:
+   the bins at their minimum degrees; a *pool of degree g* for g = 1 and, unless g = 1 is
+   within 3 % of the wave's lower bound, larger g tried in order of their optimistic
+   estimates (:mod:`.pool`): long bins are rows that may take any degree, the remaining
+   sequences are dealt over groups of about g ranks; and, when no pool fits, the paper's DP
+   over the packed bins (:func:`_choose`, with bins of short sequences allowed to split).
+   Every rank split between rows and pool is the least-makespan assignment of
+   :mod:`.solve`, the exact optimum of the paper's ``DP[i][j]`` recurrence.
+4. **Layout.** Groups are laid out contiguously, largest first. Degrees are any integer
+   (3, 5, 6, ...); ``g = 1`` keeps short sequences data-parallel (no communication) and
+   larger pools balance compute when memory is nearly full.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from fcp_tune.policy import min_degree_for
 Groups = list[tuple[int, list[int]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Draft:
     """A wave's ranks split between rows and a pool of degree ``g``, before dealing the pool.
 
@@ -106,12 +106,20 @@ def draft(
         table[: len(rows)] = row_table(rows, m, slack, lengths, budget, cost)
     if pool:
         pool_len = lengths[pool_arr]
+        if getattr(cost, "group_time_table", None) is None:
+            pool_len = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
         at_g = cost_table(cost, [pool_len, pool_len[[int(np.argmax(pool_len))]]], np.array([[g], [g]]))[:, 0]
         groups_at = (r0 + np.arange(slack + 1)) // g
         table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
     extra = fill_spare(table, least_makespan_extra(table, slack), slack)
     estimate = float(table[np.arange(len(table)), extra].max()) if len(table) else 0.0
     return Draft(g, rows, m, pool, r0, exact, extra, estimate, rows_in, row_min)
+
+
+def coarse(lengths: np.ndarray, steps_per_octave: int = 8) -> np.ndarray:
+    """Lengths rounded to a geometric grid (``2^(1/8)`` apart, within ~4.5 %), for estimates only."""
+    grid = np.round(np.log2(np.maximum(lengths, 1)) * steps_per_octave) / steps_per_octave
+    return np.maximum(np.round(np.exp2(grid)), 1).astype(np.int64)
 
 
 def _pool_sizes(lengths: np.ndarray, g: int, budget: int) -> tuple[np.ndarray, int]:

@@ -16,9 +16,10 @@ other shapes with :func:`~fcp_tune.profile.flops.activation_formula`.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,39 +62,172 @@ def median_time(fn: Callable[[], object], device: torch.device, warmup: int, rep
     return times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
 
 
-def measure_linear(model: ModelConfig, tokens: int, device: torch.device, warmup: int, repeats: int) -> dict:
-    """Seconds per token of the decoder's token-linear work (fwd + bwd, all layers, LM head, loss).
+def interleaved_medians(
+    fns: Sequence[Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """Median wall seconds of each of ``fns``, sampled in rounds (one call of each per round).
 
-    Returns ``seconds_per_token``, ``flops_per_token`` (``model.linear_flops_per_token()``)
-    and ``optimizer_s_per_param`` (one AdamW step over the same parameters). A model deeper
-    than :data:`MAX_MEASURED_LAYERS` is measured on its first layers only (a full 8B model,
-    its gradients and AdamW states do not fit one GPU next to the activations) and the
-    time scaled by the FLOP ratio, i.e. at the truncated model's effective rate.
+    Interleaving makes a burst of interference from other work on the host spoil one
+    sample of every function instead of all samples of one, so differences and fits
+    between the functions stay consistent on a shared machine.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync_device(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            sync_device(device)
+            samples[i].append(time.perf_counter() - t0)
+    return [statistics.median(x) for x in samples]
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """``y = intercept + slope * x`` minimising the *relative* error, ``intercept >= 0``.
+
+    Relative weights (``1 / y^2``) let the small sizes, where the fixed part shows, count
+    as much as the large ones; a negative intercept refits through the origin.
+    """
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return 0.0, sum(ys) / max(sum(xs), 1e-30)
+    w = [1.0 / (y * y) for y in ys]
+    sw, sx, sy = sum(w), sum(wi * x for wi, x in zip(w, xs)), sum(wi * y for wi, y in zip(w, ys))
+    sxx = sum(wi * x * x for wi, x in zip(w, xs))
+    sxy = sum(wi * x * y for wi, x, y in zip(w, xs, ys))
+    det = sw * sxx - sx * sx
+    slope = (sw * sxy - sx * sy) / det
+    intercept = (sy - slope * sx) / sw
+    if intercept < 0 or slope <= 0:
+        return 0.0, sxy / sxx
+    return intercept, slope
+
+
+def measure_linear(model: ModelConfig, tokens: int, device: torch.device, warmup: int, repeats: int) -> dict:
+    """Token-linear work of the decoder (fwd + bwd, all layers, LM head, loss): a fixed part and a per-token part.
+
+    The decoder with the identity attention core is timed at ``tokens / 16``, ``/ 4``,
+    ``/ 2`` and ``tokens`` tokens (interleaved rounds) and fitted with ``t = wave_s + n *
+    seconds_per_token``: ``wave_s`` is what one forward+backward call costs whatever its
+    size (Python dispatch and kernel launches of every layer, embedding, LM head and loss;
+    the executor pays it once per group a rank joins), ``seconds_per_token`` the marginal
+    cost of a token. Returns those, ``flops_per_token`` (``model.linear_flops_per_token()``)
+    and ``optimizer_s_per_param``
+    (one AdamW step over the same parameters). A model deeper than
+    :data:`MAX_MEASURED_LAYERS` is measured on its first layers only (a full 8B model, its
+    gradients and AdamW states do not fit one GPU next to the activations): the per-token
+    time is scaled by the FLOP ratio, the fixed time by the layer ratio.
     """
     from fcp_tune.executor.model import build_model  # the executor's decoder, imported when measuring
 
     torch.manual_seed(0)
     measured = replace(model, layers=min(model.layers, MAX_MEASURED_LAYERS))
     net = build_model(measured, seed=0, device=device)
-    ids = torch.randint(0, model.vocab_size, (tokens,), device=device)
-    positions = torch.arange(tokens, device=device)
-    targets = torch.randint(0, model.vocab_size, (tokens,), device=device)
+    sizes = sorted({max(1, tokens // 16), max(1, tokens // 4), max(1, tokens // 2), tokens})
 
-    def step() -> None:
-        logits = net(ids, positions, identity_attention)
-        F.cross_entropy(logits.float(), targets).backward()
+    def make_step(n: int) -> Callable[[], None]:
+        ids = torch.randint(0, model.vocab_size, (n,), device=device)
+        positions = torch.arange(n, device=device)
+        targets = torch.randint(0, model.vocab_size, (n,), device=device)
 
-    t = median_time(step, device, warmup, repeats)
+        def step() -> None:
+            logits = net(ids, positions, identity_attention)
+            F.cross_entropy(logits.float(), targets).backward()
+
+        return step
+
+    times = interleaved_medians([make_step(n) for n in sizes], device, warmup, repeats)
+    wave_s, per_token = fit_line(sizes, times)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-6)
     t_opt = median_time(opt.step, device, warmup, repeats)
     n_params = sum(p.numel() for p in net.parameters())
     scale = model.linear_flops_per_token() / measured.linear_flops_per_token()
     return {
-        "seconds_per_token": t / tokens * scale,
+        "seconds_per_token": per_token * scale,
+        "wave_s": wave_s * model.layers / measured.layers,
         "flops_per_token": model.linear_flops_per_token(),
         "measured_layers": measured.layers,
         "optimizer_s_per_param": t_opt / n_params,
     }
+
+
+def measure_core_overhead(
+    model: ModelConfig, tokens: int, device: torch.device, warmup: int, repeats: int, info: Any = None,
+    seqlen: int = 512,
+) -> float:
+    """Seconds per local token per layer the attention core spends outside kernels and collectives.
+
+    The executor's attention core (``AllGatherAttention``) also packs the gathered K/V,
+    merges partial outputs, allocates and accumulates dQ and the group's dK/dV, and
+    converts dtypes: token-linear work that neither the block grid (bare kernel calls) nor
+    :func:`measure_linear` (identity core) contains, and that grows with the group (the
+    K/V-sized buffers hold the whole group's tokens). It is timed on a packed batch of
+    ``tokens / seqlen`` causal sequences of ``seqlen`` tokens sharded over ``info``'s group
+    (a :class:`~fcp_tune.attention.comm.GroupInfo`; None: this rank alone; every member
+    must call), minus the seconds blocked in its collectives, against this rank's blocks
+    of the same batch called one by one as the attention grid calls them (interleaved
+    rounds); the difference per local token is the overhead (>= 0).
+    """
+    import functools
+
+    from fcp_tune.attention.allgather import AllGatherAttention
+    from fcp_tune.attention.comm import GroupInfo, timed_comm
+    from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
+    from fcp_tune.costblocks import allgather_blocks
+    from fcp_tune.layout import shard_layout
+
+    info = info if info is not None else GroupInfo(None, 0, 1)
+    length = max(2 * info.size, min(seqlen, tokens))
+    count = max(1, tokens // length)
+    layout = shard_layout(tuple(range(0, count * length + 1, length)), info.size)
+    local = layout.counts[info.rank]
+    dt, hd = torch_dtype(model.dtype), model.head_dim
+    gen = torch.Generator(device="cpu").manual_seed(info.rank)
+
+    def rnd(rows: int, heads: int) -> torch.Tensor:
+        return torch.randn(rows, heads, hd, generator=gen, dtype=torch.float32).to(device=device, dtype=dt)
+
+    q, k, v, dout = rnd(local, model.heads), rnd(local, model.kv_heads), rnd(local, model.kv_heads), rnd(local, model.heads)
+    q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
+    scale = default_scale(hd)
+
+    def core() -> float:
+        with timed_comm() as comm:
+            AllGatherAttention.apply(q, k, v, layout, info, True, scale).backward(dout)
+        return comm[0]
+
+    bq, bk, bv, bd = rnd(length, model.heads), rnd(length, model.kv_heads), rnd(length, model.kv_heads), rnd(length, model.heads)
+    calls = []
+    b = allgather_blocks(length, info.size)
+    for ql, kl, causal in zip(b.q[info.rank].tolist(), b.k[info.rank].tolist(), b.causal[info.rank].tolist()):
+        if ql and kl:
+            args = (bq[:ql], bk[:kl], bv[:kl], [(0, ql)], [(0, kl)], bool(causal), scale)
+            o, lse = block_forward(*args)
+            calls.append((functools.partial(block_forward, *args),
+                          functools.partial(block_backward, bd[:ql], *args[:3], o, lse, *args[3:])))
+
+    def blocks() -> None:
+        for _ in range(count):
+            for fwd, bwd in calls:
+                fwd()
+                bwd()
+
+    for _ in range(max(1, warmup)):
+        core()
+        blocks()
+    t_core, t_blocks = [], []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        blocked = core()
+        sync_device(device)
+        t_core.append(time.perf_counter() - t0 - blocked)
+        t0 = time.perf_counter()
+        blocks()
+        sync_device(device)
+        t_blocks.append(time.perf_counter() - t0)
+    return max(0.0, statistics.median(t_core) - statistics.median(t_blocks)) / max(1, local)
 
 
 def activation_bytes_per_token(model: ModelConfig, tokens: int = 64) -> float:

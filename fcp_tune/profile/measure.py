@@ -30,7 +30,10 @@ from fcp_tune.hardware import collect_hardware
 from fcp_tune.launch import run_local
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
-from fcp_tune.profile.layer import activation_bytes_per_token, measure_linear, sync_device, torch_dtype
+from fcp_tune.attention.comm import group_info
+from fcp_tune.profile.layer import (
+    activation_bytes_per_token, measure_core_overhead, measure_linear, sync_device, torch_dtype,
+)
 from fcp_tune.profile.measure_comm import combine_collectives, measure_collectives_rank
 from fcp_tune.profile.schema import AttentionPoint, LinearCost, MemoryCost, Profile
 
@@ -159,6 +162,12 @@ def profile_rank(rank: int, world: int, settings: ProfileSettings, events: Any =
     attention = measure_attention(s.model, s.lengths, device, s.warmup, s.repeats, emit)
     emit(("stage", "token-linear layers", 1))
     linear = measure_linear(s.model, s.linear_tokens, device, s.warmup, s.repeats)
+    # The attention core's own bookkeeping, alone and over the whole world (it grows with the group).
+    linear["core_s_per_token"] = measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats)
+    linear["core_world_s_per_token"] = (
+        measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats, group_info(None))
+        if world > 1 else linear["core_s_per_token"]
+    )
     advance()
     sizes = s.group_sizes if s.group_sizes is not None else tuple(range(2, world + 1))
     comm: dict = {}
@@ -185,8 +194,14 @@ def combine(results: Sequence[dict[str, Any]], settings: ProfileSettings, comman
         attention=tuple(points), collectives=combine_collectives([r["comm"] for r in results]),
         linear=LinearCost(lin["seconds_per_token"], lin["flops_per_token"],
                           f"measured: executor Decoder ({int(lin['measured_layers'])} of {m.layers} layers, scaled by "
-                          f"FLOPs) with identity attention core, {settings.linear_tokens} tokens, fwd+bwd incl. "
-                          f"embedding, LM head and loss; median over ranks"),
+                          f"FLOPs) with identity attention core, fwd+bwd incl. embedding, LM head and loss, at "
+                          f"{settings.linear_tokens}/16, /4, /2 and {settings.linear_tokens} tokens fitted as wave_s + "
+                          f"tokens x seconds_per_token; core_s_per_token (+ core_slope_s_per_token per extra rank): "
+                          f"AllGatherAttention on 1 and {world} ranks minus its kernels and collectives, 512-token "
+                          f"sequences; median over ranks",
+                          wave_s=lin["wave_s"], core_s_per_token=lin["core_s_per_token"],
+                          core_slope_s_per_token=(lin["core_world_s_per_token"] - lin["core_s_per_token"]) / (world - 1)
+                          if world > 1 else 0.0),
         memory=MemoryCost(activation_bytes_per_token(m), 16.0, lin["optimizer_s_per_param"],
                           "activations: saved-tensor bytes of one executor Block (+ attention core Q,K,V,lse); "
                           "16 B/param (weights, grads, Adam m and v in the model dtype; fp32 master with bf16); "

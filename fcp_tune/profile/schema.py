@@ -44,6 +44,13 @@ def _positive(value: Any, where: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _finite(value: Any, where: str) -> float:
+    """``value`` as a finite float of either sign, else an error naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FcpTuneError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _count(value: Any, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FcpTuneError(f"{where} must be an integer >= {minimum}, got {value!r}")
@@ -148,6 +155,18 @@ class LinearCost:
     seconds_per_token: float
     flops_per_token: float
     method: str = ""
+    # Optional (0 in profiles measured before they existed; written only when non-zero).
+    # wave_s: fixed seconds of one forward+backward call, whatever its token count (Python
+    # dispatch and launches); the executor pays it once per group a rank joins, and
+    # seconds_per_token is then the marginal per-token cost. core_s_per_token: seconds per
+    # token per layer the attention core spends outside the kernels the attention grid
+    # times (packing K/V, merging outputs, gradient buffers) on a one-rank group;
+    # core_slope_s_per_token: what each further rank of the group adds to that (the K/V
+    # buffers hold the group's tokens), fitted from a world-sized group. Measured by
+    # fcp_tune.profile.layer, priced by fcp_tune.costmodel.
+    wave_s: float = 0.0
+    core_s_per_token: float = 0.0
+    core_slope_s_per_token: float = 0.0
 
     @property
     def flops_per_s(self) -> float:
@@ -254,7 +273,11 @@ class Profile:
             "attention": points, "collectives": coll,
             "linear": {"seconds_per_token": self.linear.seconds_per_token,
                        "flops_per_token": self.linear.flops_per_token,
-                       "tflops": round(self.linear.flops_per_s / 1e12, 4), "method": self.linear.method},
+                       "tflops": round(self.linear.flops_per_s / 1e12, 4), "method": self.linear.method,
+                       **({"wave_s": self.linear.wave_s} if self.linear.wave_s else {}),
+                       **({"core_s_per_token": self.linear.core_s_per_token} if self.linear.core_s_per_token else {}),
+                       **({"core_slope_s_per_token": self.linear.core_slope_s_per_token}
+                          if self.linear.core_slope_s_per_token else {})},
             "memory": {"activation_bytes_per_token_per_layer": self.memory.activation_bytes_per_token_per_layer,
                        "bytes_per_param": self.memory.bytes_per_param,
                        "optimizer_s_per_param": self.memory.optimizer_s_per_param, "method": self.memory.method},
@@ -332,6 +355,9 @@ def _parse(d: Mapping[str, Any]) -> Profile:
         _positive(_get(lin, "seconds_per_token", "linear"), "linear.seconds_per_token"),
         _positive(_get(lin, "flops_per_token", "linear"), "linear.flops_per_token"),
         str(lin.get("method", "")),
+        _positive(lin.get("wave_s", 0.0), "linear.wave_s", allow_zero=True),
+        _positive(lin.get("core_s_per_token", 0.0), "linear.core_s_per_token", allow_zero=True),
+        _finite(lin.get("core_slope_s_per_token", 0.0), "linear.core_slope_s_per_token"),
     )
     mem = _get(d, "memory", "profile")
     memory = MemoryCost(

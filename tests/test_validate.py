@@ -1,0 +1,173 @@
+"""`fcp-tune validate`: error math, step comparison, profile choice, end-to-end runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from fcp_tune.cli import app
+from fcp_tune.costmodel import CostModel
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.executor.runner import StepSummary
+from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.planner import plan_batch
+from fcp_tune.policy import Policy
+from fcp_tune.profile.schema import save_profile
+from fcp_tune.profile.synthetic import synthetic_profile
+from fcp_tune.validate import (
+    PolicyValidation, StepValidation, busy_mape, compare_step, default_profile_path, mape, percent_error, validate,
+)
+from fcp_tune.workload import BatchSampler, load_workload
+
+runner = CliRunner()
+TINY = ModelConfig(vocab_size=64, hidden=32, layers=1, heads=2, kv_heads=1, ffn_hidden=48, name="t")
+SMALL_WL = "uniform:lo=8,hi=200,n=200"
+
+
+# ---------------------------------------------------------------------- error math
+def test_percent_error_sign_and_mape_on_hand_made_numbers():
+    assert percent_error(2.0, 2.5) == pytest.approx(25.0)  # over-prediction is positive
+    assert percent_error(2.0, 1.5) == pytest.approx(-25.0)
+    assert mape([1.0, 2.0, 4.0], [1.1, 1.8, 4.0]) == pytest.approx((10 + 10 + 0) / 3)
+    assert mape([0.5], [0.5]) == 0.0
+
+
+@pytest.mark.parametrize("measured, predicted, word", [([], [], "no values"), ([1.0], [1.0, 2.0], "predicted"),
+                                                      ([0.0], [1.0], "measured")])
+def test_mape_rejects_bad_input(measured, predicted, word):
+    with pytest.raises(FcpTuneError, match=word):
+        mape(measured, predicted)
+
+
+def _row(step, measured, predicted, busy_m=(1.0, 1.0), busy_p=(1.0, 1.0), warmup=False):
+    return StepValidation(
+        step=step, warmup=warmup, layout="2", sequences=3, tokens=100, measured_s=measured, predicted_s=predicted,
+        error_pct=percent_error(measured, predicted), measured_busy_s=busy_m, predicted_busy_s=busy_p,
+        busy_error_pct=tuple(percent_error(m, p) if p > 0 else None for m, p in zip(busy_m, busy_p)),
+        plan_ms=1.0, idle_s=0.0, measured_sync_s=0.0, predicted_sync_s=0.0, measured_opt_s=0.0, predicted_opt_s=0.0,
+    )
+
+
+def test_policy_aggregates_skip_warmup_and_idle_ranks():
+    rows = (
+        _row(0, 1.0, 3.0, warmup=True),  # excluded: +200%
+        _row(1, 1.0, 1.2, busy_m=(0.8, 0.01), busy_p=(0.88, 0.0)),  # rank 1 idle: not in busy MAPE
+        _row(2, 2.0, 1.8, busy_m=(1.0, 1.0), busy_p=(0.9, 1.1)),
+    )
+    p = PolicyValidation("a", "adaptive", {}, rows)
+    assert [s.step for s in p.measured] == [1, 2]
+    assert p.step_mape == pytest.approx(15.0)
+    assert p.bias_pct == pytest.approx(5.0)
+    assert p.busy_mape == pytest.approx(10.0)
+    assert busy_mape(rows[1:2]) == pytest.approx(10.0)
+    assert p.measured_mean_s == pytest.approx(1.5) and p.predicted_mean_s == pytest.approx(1.5)
+    json.dumps(p.to_dict())
+
+
+# ---------------------------------------------------------------------- one step, no processes
+def _summary(plan, batch, wall=1.0, waves=(0.9, 0.8), plan_s=(0.01, 0.02), digest=None):
+    return StepSummary(
+        step=0, wall_s=wall, tokens=sum(batch), tokens_per_s=sum(batch) / wall, loss=1.0, waves=len(plan.waves),
+        layout="x", busy_s=waves, comm_s=(0.0, 0.0), idle_s=(0.0, 0.05), peak_bytes=0, plan_ms=20.0,
+        plan_digest=plan.digest() if digest is None else digest, plan_s=plan_s, waves_s=waves,
+        sync_s=(0.003, 0.004), opt_s=(0.001, 0.001),
+    )
+
+
+def test_compare_step_uses_the_replanned_prediction_and_checks_the_digest():
+    cost = CostModel.from_profile(synthetic_profile(world_size=2, model=TINY), TINY, world_size=2)
+    policy = Policy(kind="adaptive", world_size=2, token_budget=256)
+    batch = BatchSampler(load_workload(SMALL_WL, global_batch_tokens=600), seed=0).batch(0)
+    plan = plan_batch(batch, policy, 2, cost)
+    pred = cost.predict(plan, batch)
+    row = compare_step(_summary(plan, batch), batch, policy, cost, cost, warmup=False)
+    assert row.measured_s == pytest.approx(1.0 - 0.02)  # planning excluded
+    assert row.predicted_s == pytest.approx(pred.step_time)
+    assert row.error_pct == pytest.approx(percent_error(0.98, pred.step_time))
+    busy = tuple(sum(w[r] for w in pred.rank_busy) for r in range(2))
+    assert row.predicted_busy_s == pytest.approx(busy)
+    assert row.measured_busy_s == (0.9, 0.8) and row.measured_sync_s == 0.004 and row.idle_s == 0.05
+    assert compare_step(_summary(plan, batch), batch, policy, cost, cost, False, include_planning=True).measured_s == 1.0
+    with pytest.raises(RuntimeError, match="digest"):
+        compare_step(_summary(plan, batch, digest=12345), batch, policy, cost, cost, warmup=False)
+
+
+# ---------------------------------------------------------------------- which profile
+def test_default_profile_prefers_newest_measured_profile_of_this_host(tmp_path):
+    base = synthetic_profile(world_size=2)
+    here = {"hostname": socket.gethostname()}
+    save_profile(replace(base, label="measured", hardware=here, created="2026-01-01", model=replace(base.model, name="tiny")),
+                 tmp_path / "old.yaml")
+    save_profile(replace(base, label="measured", hardware=here, created="2026-02-01", model=replace(base.model, name="tiny")),
+                 tmp_path / "new.yaml")
+    save_profile(replace(base, label="measured", hardware={"hostname": "elsewhere"}, created="2027-01-01",
+                         model=replace(base.model, name="tiny")), tmp_path / "other-host.yaml")
+    assert default_profile_path("tiny", 2, [tmp_path]).name == "new.yaml"
+    with pytest.raises(FcpTuneError, match="--profile"):
+        default_profile_path("tiny", 4, [tmp_path])  # every profile has 2 ranks, no bundled fallback here
+    assert default_profile_path("tiny", 2).name  # the repository's own profiles/ resolve
+
+
+# ---------------------------------------------------------------------- end to end (2 processes)
+@pytest.mark.slow
+def test_validate_runs_end_to_end_and_reports_every_step():
+    wl = load_workload(SMALL_WL, global_batch_tokens=600)
+    pols = (
+        ("adaptive", Policy(kind="adaptive", world_size=2, token_budget=256)),
+        ("static", Policy(kind="static", degree=2, world_size=2, token_budget=256)),
+        ("pow2", Policy(kind="pow2", world_size=2, token_budget=256)),
+    )
+    rep = validate(pols, wl, TINY, synthetic_profile(world_size=2, model=TINY), steps=3, warmup=1, timeout=120)
+    assert rep.world_size == 2 and [p.name for p in rep.policies] == ["adaptive", "static", "pow2"]
+    for p in rep.policies:
+        assert len(p.steps) == 3 and [s.warmup for s in p.steps] == [True, False, False]
+        for s in p.steps:
+            assert s.measured_s > 0 and s.predicted_s > 0 and math.isfinite(s.error_pct)
+            assert len(s.measured_busy_s) == len(s.predicted_busy_s) == 2
+        assert math.isfinite(p.step_mape) and math.isfinite(p.busy_mape)
+    assert math.isfinite(rep.step_mape)
+    data = json.loads(json.dumps(rep.to_dict()))
+    assert len(data["policies"][0]["steps"]) == 3 and "meets_target" in data
+
+
+@pytest.mark.slow
+def test_cli_validate_json(tmp_path):
+    prof = tmp_path / "synthetic.yaml"
+    save_profile(synthetic_profile(world_size=2, model=TINY), prof)
+    model = tmp_path / "model.yaml"
+    model.write_text(json.dumps(TINY.to_dict()))
+    res = runner.invoke(app, ["validate", "--profile", str(prof), "--model", str(model), "--workload", SMALL_WL,
+                              "--global-batch-tokens", "600", "--steps", "2", "--policy", "adaptive",
+                              "--compare", "static", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [p["name"] for p in data["policies"]] == ["adaptive", "static"]
+    assert data["profile"] == str(prof) and data["world_size"] == 2
+    assert all(len(p["steps"]) == 2 for p in data["policies"])
+
+
+# ---------------------------------------------------------------------- bad input: one line, exit 2
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--profile", "nope.yaml"], "nope.yaml"),
+        (["--profile", "profiles/cpu-epyc-2proc-tiny.yaml", "--nproc", "3"], "cannot predict 3 ranks"),
+        (["--steps", "2", "--warmup", "2"], "--warmup"),
+        (["--policy", "static:x"], "integer"),
+        (["--compare", "static:5"], "degree"),
+        (["--model", "missing-model.yaml"], "missing-model.yaml"),
+        (["--workload", "missing.txt"], "missing.txt"),
+        (["--workload", "uniform:lo=3000,hi=5000,n=10"], "does not fit"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args, message):
+    res = runner.invoke(app, ["validate", *args])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], res.output
