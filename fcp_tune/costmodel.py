@@ -32,6 +32,7 @@ import numpy as np
 
 from fcp_tune.costblocks import allgather_blocks, ring_blocks, tokens
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.planner.cost import finish_times
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.flops import activation_formula
 from fcp_tune.profile.interp import AttentionGrid, CommTable
@@ -46,9 +47,12 @@ class Prediction:
     """What one step of a plan costs, according to a :class:`CostModel`.
 
     ``rank_busy[w][r]``: seconds rank ``r`` computes in wave ``w`` (its group's time, 0 when
-    idle). ``step_time`` = sum of ``wave_times`` + ``grad_sync_s`` + ``optimizer_s``.
+    idle). ``step_time`` = the plan's critical path (a group starts when all its ranks are
+    free; :func:`fcp_tune.planner.cost.finish_times`), at most the sum of ``wave_times``,
+    plus ``grad_sync_s`` + ``optimizer_s``.
     ``ideal_time``: the same fixed costs plus the batch's work on one rank per sequence,
-    spread perfectly over all ranks. ``efficiency = ideal_time / step_time``.
+    spread perfectly over all ranks (one wave each: the per-call ``wave_s`` counts once).
+    ``efficiency = ideal_time / step_time``.
     """
 
     wave_times: tuple[float, ...]
@@ -243,21 +247,25 @@ class CostModel:
         n = plan.world_size
         if n > self.world_size:
             raise FcpTuneError(f"plan has {n} ranks but the cost model was built for {self.world_size}")
-        busy, waves = [], []
+        busy, waves, group_times = [], [], []
         peak = np.zeros(n)
         for wave in plan.waves:
             row = np.zeros(n)
             mem = np.zeros(n)
+            times = []
             for g in wave.groups:
                 lens = [int(seqlens[s]) for s in g.seq_ids]
-                row[g.start : g.start + g.size] = self.group_time(lens, g.size)
+                times.append(self.group_time(lens, g.size))
+                row[g.start : g.start + g.size] = times[-1]
                 mem[g.start : g.start + g.size] = self.group_memory(lens, g.size)
             busy.append(tuple(float(x) for x in row))
             waves.append(float(row.max()) if n else 0.0)
+            group_times.append(times)
             peak = np.maximum(peak, mem)
         sync, opt = self.grad_sync_time(n), self.optimizer_time()
         fixed = sync + opt
-        step = sum(waves) + fixed
+        # Waves are not synchronised: a group starts when its ranks are free (critical path).
+        step = max(finish_times(plan, group_times), default=0.0) + fixed
         # One wave per rank at best: the per-call fixed cost counts once, not once per sequence.
         work = sum(self.group_time([int(x)], 1) - self._wave_s for x in seqlens)
         ideal = work / n + self._wave_s + fixed

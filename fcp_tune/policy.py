@@ -59,8 +59,9 @@ def min_degree_for(seqlen: int, token_budget: int) -> int:
     This is ``ceil(seqlen / token_budget)`` for every even budget (provably: a rank holds
     two chunks of at most ``budget/2`` tokens each). With an odd budget the exact chunking
     of :mod:`fcp_tune.layout` can put ``budget + 1`` tokens on one rank at that degree;
-    one more rank then always suffices. Using the exact rule keeps the planner's memory
-    check and :meth:`Plan.validate <fcp_tune.planner.Plan.validate>` in agreement.
+    one more rank then suffices (a few more if the budget is below the degree). Using the
+    exact rule keeps the planner's memory check and
+    :meth:`Plan.validate <fcp_tune.planner.Plan.validate>` in agreement.
     """
     if seqlen < 1:
         return 1
@@ -72,17 +73,21 @@ def min_degree_for(seqlen: int, token_budget: int) -> int:
     return d
 
 
-def fitting_degree(seqlen: int, degree: int, token_budget: int, pow2: bool = False) -> int:
+def fitting_degree(
+    seqlen: int, degree: int, token_budget: int, pow2: bool = False, limit: int | None = None
+) -> int:
     """``degree``, or the next degree (power of two if ``pow2``) whose zigzag shards fit.
 
     A rank holds fewer than ``seqlen/degree + 2`` tokens and, for an even budget, never more
     than the budget once ``degree >= seqlen/budget``; only an odd budget with
     ``seqlen > degree * (budget - 1)`` needs the exact check (in practice: budgets smaller
-    than the degree).
+    than the degree). The search stops at the first degree above ``limit`` (a larger degree
+    need not fit either), which the caller then rejects.
     """
     if token_budget % 2 == 0 or seqlen <= degree * (token_budget - 1):
         return degree
-    while max(tokens_per_rank(seqlen, degree)) > token_budget:
+    top = limit if limit is not None else max(seqlen, degree)
+    while degree <= top and max(tokens_per_rank(seqlen, degree)) > token_budget:
         degree = degree * 2 if pow2 else degree + 1
     return degree
 
@@ -188,7 +193,8 @@ class Policy:
         put(self, "boundaries", bounds)
         put(self, "degrees", degs)
         if not isinstance(self.metadata, Mapping):
-            raise FcpTuneError(f"{source}: field 'metadata' must be a mapping, got {type(self.metadata).__name__}")
+            got = type(self.metadata).__name__
+            raise FcpTuneError(f"{source}: field 'metadata' must be a mapping, got {got}")
         put(self, "metadata", dict(self.metadata))  # a private copy (a plain dict pickles)
 
     # ------------------------------------------------------------------ degrees
@@ -223,7 +229,7 @@ class Policy:
             d = m
         wanted = d
         if d > m:
-            d = fitting_degree(int(seqlen), d, self.token_budget, pow2=self.kind == "pow2")
+            d = fitting_degree(int(seqlen), d, self.token_budget, self.kind == "pow2", self.world_size)
         if d > self.world_size:
             if m > self.world_size:
                 why = f"it needs {m} ranks at token_budget {self.token_budget}"
@@ -232,7 +238,7 @@ class Policy:
             else:
                 why = (
                     f"its {self.kind} degree {wanted} puts more than token_budget {self.token_budget} "
-                    f"tokens on a rank and the next degree that fits is {d}"
+                    f"tokens on a rank and no larger degree up to {self.world_size} fits"
                 )
             raise FcpTuneError(
                 f"sequence of length {seqlen} does not fit world_size {self.world_size}: {why}"
@@ -273,7 +279,10 @@ class Policy:
                 m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, top), b)
                 out.update(max(deg, m) for m in range(m_lo, m_hi + 1) if max(deg, m) <= n)
         if b % 2 and b <= n and out:  # too many lengths to enumerate: a superset will do
-            out.update(range(min(out), n + 1) if self.kind != "pow2" else (1 << k for k in range(n.bit_length())))
+            if self.kind == "pow2":
+                out.update(1 << k for k in range(n.bit_length()))
+            else:
+                out.update(range(min(out), n + 1))
         return tuple(sorted(out))
 
     def with_world_size(self, world_size: int) -> "Policy":
@@ -357,18 +366,22 @@ def _parse_thresholds(rows: Any, source: str) -> tuple[list[int], list[int]]:
     for i, row in enumerate(rows):
         where = f"thresholds[{i}]"
         if not isinstance(row, Mapping):
-            raise FcpTuneError(f"{source}: field '{where}' must be a mapping {{max_len, degree}}, got {row!r}")
+            raise FcpTuneError(
+                f"{source}: field '{where}' must be a mapping {{max_len, degree}}, got {row!r}"
+            )
         extra = [str(k) for k in row if k not in ("max_len", "degree")]
         if extra or "degree" not in row or "max_len" not in row:
             raise FcpTuneError(
-                f"{source}: field '{where}' must have exactly the keys max_len and degree, got {sorted(map(str, row))}"
+                f"{source}: field '{where}' must have exactly the keys max_len and degree, "
+                f"got {sorted(map(str, row))}"
             )
         last = i == len(rows) - 1
         max_len = row["max_len"]
         if last:
             if max_len is not None:
                 raise FcpTuneError(
-                    f"{source}: field '{where}.max_len' must be null (the last range is open-ended), got {max_len!r}"
+                    f"{source}: field '{where}.max_len' must be null (the last range is "
+                    f"open-ended), got {max_len!r}"
                 )
         else:
             boundaries.append(_int_field(f"{where}.max_len", max_len, source))

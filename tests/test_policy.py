@@ -78,6 +78,14 @@ def test_degree_for_too_long_names_length():
         Policy("pow2", 6, 100).degree_for(550)  # needs 6 ranks, its power of two is 8
 
 
+def test_tiny_odd_budget_raises_to_a_degree_that_fits():
+    # 3 tokens on 4 ranks of 1 token: zigzag puts 2 on one rank; 6 ranks hold 1 each
+    assert max(tokens_per_rank(3, 4)) == 2
+    assert Policy("static", 8, 1, degree=4).degree_for(3) == 6
+    with pytest.raises(ValueError, match="no larger degree up to 64 fits"):
+        Policy("pow2", 64, 1).degree_for(3)  # no power of two fits: must fail, not hang
+
+
 def test_possible_degrees():
     assert Policy("pow2", 6, 100).possible_degrees() == (1, 2, 4)
     assert Policy("static", 4, 100, degree=2).possible_degrees() == (2, 3, 4)

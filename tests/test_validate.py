@@ -171,3 +171,41 @@ def test_cli_bad_input_is_one_line(args, message):
     assert "Traceback" not in res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], res.output
+
+
+# ---------------------------------------------------------------------- the overheads validation added
+def _with_overheads(wave_s=0.004, core=2e-6, slope=1e-6):
+    prof = synthetic_profile(world_size=2, model=TINY)
+    return replace(prof, linear=replace(prof.linear, wave_s=wave_s, core_s_per_token=core, core_slope_s_per_token=slope))
+
+
+def test_profile_overhead_fields_round_trip_and_default_to_zero(tmp_path):
+    from fcp_tune.profile.schema import load_profile
+
+    path = save_profile(_with_overheads(), tmp_path / "p.yaml")
+    lin = load_profile(path).linear
+    assert (lin.wave_s, lin.core_s_per_token, lin.core_slope_s_per_token) == (0.004, 2e-6, 1e-6)
+    plain = save_profile(synthetic_profile(world_size=2, model=TINY), tmp_path / "q.yaml")
+    assert "wave_s" not in plain.read_text()  # written only when measured: older files stay byte-identical
+    assert load_profile(plain).linear.wave_s == 0.0
+
+
+def test_cost_model_prices_the_fixed_and_core_overheads():
+    base = CostModel.from_profile(synthetic_profile(world_size=2, model=TINY), TINY, world_size=2)
+    cm = CostModel.from_profile(_with_overheads(), TINY, world_size=2)
+    lens = [300, 120]
+    layers = TINY.layers
+    assert cm.group_time(lens, 1) - base.group_time(lens, 1) == pytest.approx(0.004 + 420 * layers * 2e-6)
+    # at two ranks each holds half the tokens and pays the core cost of a two-rank group
+    assert cm.group_time(lens, 2) - base.group_time(lens, 2) == pytest.approx(0.004 + 210 * layers * 3e-6)
+    plan = plan_batch([300, 120, 50, 80], Policy(kind="adaptive", world_size=2, token_budget=256), 2, cm)
+    assert 0 < cm.predict(plan, [300, 120, 50, 80]).efficiency <= 1  # the fixed cost counts once in the ideal
+
+
+def test_fit_line_recovers_a_line_and_never_goes_negative():
+    from fcp_tune.profile.layer import fit_line
+
+    a, b = fit_line([256, 1024, 2048, 4096], [0.002 + n * 4e-5 for n in (256, 1024, 2048, 4096)])
+    assert a == pytest.approx(0.002) and b == pytest.approx(4e-5)
+    a, b = fit_line([100, 200], [0.5, 1.5])  # would need a negative intercept: through the origin
+    assert a == 0.0 and b > 0

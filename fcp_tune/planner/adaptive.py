@@ -5,10 +5,10 @@
    best-fit-decreasing into bins of that many ranks (exact per-rank capacity
    ``token_budget``); sequences with ``m >= 2`` never share (two of them do not fit).
 2. **Waves.** When the bins' minimum degrees exceed ``N`` ranks, the batch runs in several
-   waves. Two splits are planned in full and the one with the lower predicted step time
-   (sum of wave makespans) kept: *balanced* (largest work first to the least-loaded of the
-   fewest waves) and *sorted* (slowest bins first into the first wave with room, so costly
-   work shares a wave).
+   waves. Two splits are planned in full and the one with the lower sum of wave makespans
+   (an upper bound on the critical path) kept: *balanced* (largest work first to the
+   least-loaded of the fewest waves) and *sorted* (slowest bins first into the first wave
+   with room, so costly work shares a wave).
 3. **Degrees per wave.** Candidates, best predicted makespan wins:
    the bins at their minimum degrees; a *pool of degree g* for g = 1 and, unless g = 1 is
    within 3 % of the wave's lower bound, larger g tried in order of their optimistic

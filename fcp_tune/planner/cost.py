@@ -126,12 +126,24 @@ def cost_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray)
     return out
 
 
+def finish_times(plan: "Plan", group_times: Sequence[Sequence[float]]) -> list[float]:
+    """When each rank finishes its last wave: the critical path through the plan.
+
+    ``group_times[w][k]`` is the time of group ``k`` of wave ``w``. A group starts when all
+    of its ranks are free (its first collective waits for the last of them) and holds
+    them for its time; nothing else synchronises waves. This is what the executor does,
+    and it is never more than the sum over waves of the slowest group (exactly that when
+    every group spans the whole world).
+    """
+    free = [0.0] * plan.world_size
+    for wave, times in zip(plan.waves, group_times):
+        for g, t in zip(wave.groups, times):
+            end = max(free[g.start : g.start + g.size]) + float(t)
+            free[g.start : g.start + g.size] = [end] * g.size
+    return free
+
+
 def step_cost(plan: "Plan", seqlens: Sequence[int], cost: CostFn) -> float:
-    """Predicted step time: the sum over waves of the slowest group's ``group_time``."""
-    total = 0.0
-    for wave in plan.waves:
-        slowest = 0.0
-        for g in wave.groups:
-            slowest = max(slowest, float(cost.group_time([int(seqlens[s]) for s in g.seq_ids], g.size)))
-        total += slowest
-    return total
+    """Predicted time of the plan's waves: the critical path (see :func:`finish_times`)."""
+    times = [[cost.group_time([int(seqlens[s]) for s in g.seq_ids], g.size) for g in w.groups] for w in plan.waves]
+    return max(finish_times(plan, times), default=0.0)

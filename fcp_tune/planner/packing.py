@@ -127,7 +127,9 @@ def pack_class(
                 break
         if not placed:
             if length + 2 * degree > rule and not fits([length], degree, budget):
-                raise ValueError(f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens")
+                raise ValueError(
+                    f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens"
+                )
             b = len(bins)
             bins.append([s])
             padded.append(length + 2 * degree)

@@ -74,7 +74,9 @@ def draft(
     merged = [s for b, d in zip(rows_in, row_min) if d <= g for s in b]
     short_arr = np.asarray(short, dtype=np.int64)
     if g == 1:
-        long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0] if rows else np.zeros(0)
+        long_work = np.zeros(0)
+        if rows:
+            long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0]
         ideal = (float(c1.sum()) + float((long_work * np.array(row_m)).sum())) / n
         big = short_arr[c1 > ideal].tolist()
         rows = rows + [[s] for s in big]
@@ -161,12 +163,15 @@ def realise(
     return out + parts
 
 
-def _weights(pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndarray, cost: CostFn) -> np.ndarray:
+def _weights(
+    pool: list[int], short: list[int], c1: np.ndarray, lengths: np.ndarray, cost: CostFn
+) -> np.ndarray:
     """Time at degree 1 of each pool sequence (known for short ones, computed for the rest)."""
     known = dict(zip(short, c1.tolist()))
     missing = [s for s in pool if s not in known]
     if missing:
-        t = cost_table(cost, [lengths[[s]] for s in missing], np.ones((len(missing), 1), dtype=np.int64))[:, 0]
+        ones = np.ones((len(missing), 1), dtype=np.int64)
+        t = cost_table(cost, [lengths[[s]] for s in missing], ones)[:, 0]
         known.update(zip(missing, t.tolist()))
     return np.array([known[s] for s in pool])
 

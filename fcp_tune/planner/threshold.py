@@ -8,8 +8,9 @@ lookup). The planner then:
 2. places the bins most expensive first (by the cost function, at their degree), each on
    the lowest free range aligned to its degree in the earliest wave that has one
    (:func:`~fcp_tune.planner.packing.place_fixed`). Expensive bins thus share the first
-   waves (the step time is the sum of each wave's slowest group, so grouping costly work
-   together is what lowers it) and cheap bins fill the idle ranks the costly ones leave.
+   waves (the planners minimise the sum of each wave's slowest group, an upper bound on the
+   step time, so grouping costly work together is what lowers it) and cheap bins fill the
+   idle ranks the costly ones leave.
 
 Aligned starts keep the communicators few and known in advance: degree ``d`` only ever
 uses ``[k d, (k+1) d)``. Group sizes are exactly the policy's degrees; idle ranks left over
@@ -18,6 +19,7 @@ stay idle.
 
 from __future__ import annotations
 
+import heapq
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +34,96 @@ Placed = list[list[tuple[int, int, list[int]]]]
 def plan_threshold(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     """Waves of ``(start, size, seq_ids)`` for a pow2 or thresholds policy."""
     degs = policy_degrees(policy, lengths)
-    return place_by_degree(lengths, degs, policy.token_budget, policy.world_size, cost)
+    n, budget = policy.world_size, policy.token_budget
+    candidates = [place_by_degree(lengths, degs, budget, n, cost)]
+    balanced = place_balanced(lengths, degs, budget, n, cost)
+    if balanced is not None:
+        candidates.append(balanced)
+    # Keep the faster by the cost's critical path (ties: the wave-by-wave placement).
+    return min(candidates, key=lambda placed: _critical_path(placed, lengths, n, cost))
+
+
+def _critical_path(placed: Placed, lengths: np.ndarray, world_size: int, cost: CostFn) -> float:
+    free = np.zeros(world_size)
+    groups = [(start, size, ids) for wave in placed for start, size, ids in wave]
+    times = cost_table(cost, [lengths[ids] for _, _, ids in groups], np.array([[size] for _, size, _ in groups]))
+    k = 0
+    for wave in placed:
+        for start, size, _ in wave:
+            free[start : start + size] = free[start : start + size].max() + times[k, 0]
+            k += 1
+    return float(free.max())
+
+
+def _aligned_starts(sizes: Sequence[int], world_size: int) -> list[int] | None:
+    """Starts for groups of ``sizes`` (largest first), each at a multiple of its size; None if full."""
+    occupied = bytearray(world_size)
+    starts = []
+    for d in sizes:
+        p = 0
+        while p + d <= world_size and occupied.find(1, p, p + d) >= 0:
+            p += d
+        if p + d > world_size:
+            return None
+        occupied[p : p + d] = b"\x01" * d
+        starts.append(p)
+    return starts
+
+
+def place_balanced(
+    lengths: np.ndarray, degs: np.ndarray, budget: int, world_size: int, cost: CostFn
+) -> Placed | None:
+    """Persistent, cost-balanced groups per degree class (module docstring); None if the
+    classes' degrees do not fit the world side by side."""
+    classes = sorted(set(degs.tolist()), reverse=True)
+    if not classes:
+        return []
+    groups = list(classes)
+    if _aligned_starts(groups, world_size) is None:
+        return None
+    members = {d: np.nonzero(degs == d)[0].tolist() for d in classes}
+    seq_cost = {
+        d: cost_table(cost, [[int(lengths[s])] for s in members[d]], np.full((len(members[d]), 1), d))[:, 0]
+        for d in classes
+    }
+    total = {d: float(seq_cost[d].sum()) for d in classes}
+    longest = {d: float(seq_cost[d].max()) for d in classes}
+    count = {d: 1 for d in classes}
+    while True:
+        estimate = {d: max(total[d] / count[d], longest[d]) for d in classes}
+        d = max(classes, key=lambda c: (estimate[c], c))
+        if total[d] / count[d] <= longest[d]:
+            break  # the slowest class is bound by its longest sequence: more groups do not help
+        trial = sorted(groups + [d], reverse=True)
+        if _aligned_starts(trial, world_size) is None:
+            break
+        groups = trial
+        count[d] += 1
+    starts = _aligned_starts(groups, world_size)
+    assert starts is not None
+    slots: dict[int, list[int]] = {}
+    for d, start in zip(groups, starts):
+        slots.setdefault(d, []).append(start)
+    waves: Placed = []
+    for d in classes:
+        heap = [(0.0, k) for k in range(count[d])]
+        dealt: list[list[int]] = [[] for _ in range(count[d])]
+        for j in sorted(range(len(members[d])), key=lambda j: (-seq_cost[d][j], members[d][j])):
+            load, k = heapq.heappop(heap)
+            dealt[k].append(members[d][j])
+            heapq.heappush(heap, (load + float(seq_cost[d][j]), k))
+        for k, ids in enumerate(dealt):
+            if not ids:
+                continue
+            micro = pack_class(ids, lengths, d, budget)
+            times = cost_table(cost, [lengths[m] for m in micro], np.full((len(micro), 1), d))[:, 0]
+            for w, m in enumerate(sorted(range(len(micro)), key=lambda m: (-times[m], min(micro[m])))):
+                if w == len(waves):
+                    waves.append([])
+                waves[w].append((slots[d][k], d, sorted(micro[m])))
+    for wave in waves:
+        wave.sort(key=lambda g: g[0])
+    return waves
 
 
 def place_by_degree(
