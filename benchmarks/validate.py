@@ -12,6 +12,11 @@ processes), because the measured side is wall-clock time on a shared machine.
     python benchmarks/validate.py                         # bundled / newest local profile
     python benchmarks/validate.py --wait-quiet 600        # first wait up to 10 min for a quiet host
     python benchmarks/validate.py --profile profiles/mine.yaml --steps 12 --json
+    python benchmarks/validate.py --wait-quiet 1800 --fresh-profile profiles/cpu-epyc-2proc-tiny.yaml
+
+``--fresh-profile PATH`` first measures the profile (``fcp-tune profile --nproc N --model
+tiny``) into PATH and validates against it right away: calibration and validation then
+see the same machine state, which matters on a shared host.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ def own_cpu_s() -> float:
     """CPU seconds of this process and its reaped children (the ranks)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def others_cores(busy0: int, own0: float, wall0: float) -> float:
+    """Average cores other processes used since ``(busy jiffies, own CPU s, monotonic s)`` was taken."""
+    _, busy1 = cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return max(0.0, ((busy1 - busy0) / hz - (own_cpu_s() - own0)) / max(1e-9, time.monotonic() - wall0))
 
 
 def host_busy_cores(seconds: float = 2.0) -> float:
@@ -101,29 +113,40 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                     help="first wait up to S seconds until other processes use < 0.2 cores")
+    ap.add_argument("--fresh-profile", default=None, metavar="PATH",
+                    help="measure a profile into PATH first and validate against it")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     model = PRESETS["tiny"]
-    profile_path = Path(args.profile) if args.profile else default_profile_path(model.name, args.nproc)
+    quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else host_busy_cores()
+    profile_others = None
+    if args.fresh_profile:
+        from fcp_tune.profile.measure import measure_profile
+        from fcp_tune.profile.schema import save_profile
+
+        t0, b0, own0, w0 = *cpu_ticks(), own_cpu_s(), time.monotonic()
+        cmd = f"fcp-tune profile --nproc {args.nproc} --model tiny --out {args.fresh_profile}"
+        save_profile(measure_profile(nproc=args.nproc, model=model, command=cmd), args.fresh_profile)
+        profile_others = others_cores(b0, own0, w0)
+    profile_path = Path(args.fresh_profile or args.profile or default_profile_path(model.name, args.nproc))
     prof = load_profile(profile_path)
     base = fit_world(load_policy(default_policy_path()), args.nproc)
     max_len = (1 << (args.nproc.bit_length() - 1)) * base.token_budget
     wl = load_workload(str(default_workload_path()), max_len=max_len)
     pols = policies(args.nproc, wl)
-    quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else host_busy_cores()
     t0, b0, own0, w0 = *cpu_ticks(), own_cpu_s(), time.monotonic()
     report = validate(pols, wl, model, prof, steps=args.steps, warmup=args.warmup, seed=args.seed,
                       profile_source=str(profile_path), timeout=1800)
-    t1, b1, own1, w1 = *cpu_ticks(), own_cpu_s(), time.monotonic()
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    others = max(0.0, ((b1 - b0) / hz - (own1 - own0)) / max(1e-9, w1 - w0))
+    w1 = time.monotonic()
+    others = others_cores(b0, own0, w0)
     command = "python benchmarks/validate.py " + " ".join(sys.argv[1:])
     conditions = {
         "command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M"), "host": platform.node(),
         "cores": os.cpu_count(), "profile": str(profile_path), "profile_created": prof.created,
         "workload": f"{wl.name}, max_len {max_len}, {wl.global_batch_tokens} tokens per batch",
         "other_cores_before": round(quiet, 2), "other_cores_during": round(others, 2),
+        "other_cores_during_profile": None if profile_others is None else round(profile_others, 2),
         "load_before": round(report.load_before, 2), "load_after": round(report.load_after, 2),
         "run_s": round(w1 - w0, 1),
     }
@@ -134,6 +157,8 @@ def main() -> None:
           f"{report.world_size} gloo processes, tiny model, {conditions['workload']}; profile "
           f"{conditions['profile']} created {prof.created})\n")
     print(table(report))
+    if profile_others is not None:
+        print(f"\nProfile measured into {profile_path} right before (other processes: {profile_others:.2f} cores).")
     print(f"\nConditions: other processes used {conditions['other_cores_before']:.2f} cores before and "
           f"{conditions['other_cores_during']:.2f} cores on average during the {conditions['run_s']:.0f} s run; "
           f"1-min load average {report.load_before:.2f} -> {report.load_after:.2f}. Measured step = slowest "

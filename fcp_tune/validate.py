@@ -8,7 +8,7 @@ then, for every policy and step, re-plans the same global batch
 deterministic and the plan digests must match the executed ones) and compares:
 
 - **step time**: the slowest rank's wall time of the step against ``predict(...).step_time``
-  (waves + gradient all-reduce + optimizer). Planning is excluded by default: the cost
+  (the plan's groups, gradient all-reduce and optimizer). Planning is excluded by default: the cost
   model prices executing a plan, not making one (FCP plans ahead of the step); the
   planner's milliseconds are reported next to it, and ``include_planning`` counts them;
 - **busy time per rank**: the seconds the rank spent in its groups (forward + backward,

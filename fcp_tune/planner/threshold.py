@@ -58,15 +58,20 @@ def _critical_path(placed: Placed, lengths: np.ndarray, world_size: int, cost: C
 def _aligned_starts(sizes: Sequence[int], world_size: int) -> list[int] | None:
     """Starts for groups of ``sizes`` (largest first), each at a multiple of its size; None if full."""
     occupied = bytearray(world_size)
+    next_free: dict[int, int] = {}  # size -> lowest aligned start that may be free
     starts = []
     for d in sizes:
-        p = 0
-        while p + d <= world_size and occupied.find(1, p, p + d) >= 0:
-            p += d
+        p = next_free.get(d, 0)
+        while p + d <= world_size:
+            hit = occupied.find(1, p, p + d)
+            if hit < 0:
+                break
+            p = (hit // d + 1) * d
         if p + d > world_size:
             return None
         occupied[p : p + d] = b"\x01" * d
         starts.append(p)
+        next_free[d] = p + d
     return starts
 
 
@@ -89,18 +94,23 @@ def place_balanced(
     total = {d: float(seq_cost[d].sum()) for d in classes}
     longest = {d: float(seq_cost[d].max()) for d in classes}
     count = {d: 1 for d in classes}
+    free = world_size - sum(classes)
+    added: list[int] = []
     while True:
         estimate = {d: max(total[d] / count[d], longest[d]) for d in classes}
         d = max(classes, key=lambda c: (estimate[c], c))
-        if total[d] / count[d] <= longest[d]:
-            break  # the slowest class is bound by its longest sequence: more groups do not help
-        trial = sorted(groups + [d], reverse=True)
-        if _aligned_starts(trial, world_size) is None:
-            break
-        groups = trial
+        if total[d] / count[d] <= longest[d] or d > free:
+            break  # bound by its longest sequence, or no room: more groups do not help
         count[d] += 1
+        free -= d
+        added.append(d)
+    groups = sorted(groups + added, reverse=True)
     starts = _aligned_starts(groups, world_size)
-    assert starts is not None
+    while starts is None:  # alignment wasted ranks: give back the last groups added
+        d = added.pop()
+        count[d] -= 1
+        groups.remove(d)
+        starts = _aligned_starts(groups, world_size)
     slots: dict[int, list[int]] = {}
     for d, start in zip(groups, starts):
         slots.setdefault(d, []).append(start)
@@ -115,9 +125,13 @@ def place_balanced(
         for k, ids in enumerate(dealt):
             if not ids:
                 continue
-            micro = pack_class(ids, lengths, d, budget)
-            times = cost_table(cost, [lengths[m] for m in micro], np.full((len(micro), 1), d))[:, 0]
-            for w, m in enumerate(sorted(range(len(micro)), key=lambda m: (-times[m], min(micro[m])))):
+            if int(lengths[ids].sum()) + 2 * d * len(ids) <= d * (budget + 1):
+                micro, order = [ids], [0]  # fits one micro-batch (sufficient rule, see pack_class)
+            else:
+                micro = pack_class(ids, lengths, d, budget)
+                times = cost_table(cost, [lengths[m] for m in micro], np.full((len(micro), 1), d))[:, 0]
+                order = sorted(range(len(micro)), key=lambda m: (-times[m], min(micro[m])))
+            for w, m in enumerate(order):
                 if w == len(waves):
                     waves.append([])
                 waves[w].append((slots[d][k], d, sorted(micro[m])))
