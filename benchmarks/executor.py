@@ -42,18 +42,19 @@ def bench(name: str, spec: str, nproc: int, budget: int, gbt: int, steps: int, p
     scfg = SearchConfig(world_size=nproc, token_budget=budget, trials=60, seed=seed, ranges=4, batches=6,
                         profile_sha256=file_sha256(profile), workload_sha256=wl.seqlens_sha256(),
                         command="benchmarks/executor.py")
-    searched, _, _ = run_search(scfg, prof, wl, cfg_model)
+    covered = nproc <= prof.world_size or prof.extrapolation is not None
     base = Policy(kind="adaptive", world_size=nproc, token_budget=budget)
     static_d = smallest_static_degree(base, wl)
-    policies = (
-        ("thresholds", searched.policy),
+    # The thresholds policy needs a cost model for N ranks: skipped where the profile cannot predict N.
+    searched = (("thresholds", run_search(scfg, prof, wl, cfg_model)[0].policy),) if covered else ()
+    policies = searched + (
         ("adaptive", base),
         (f"static:{static_d}", Policy(kind="static", degree=static_d, world_size=nproc, token_budget=budget)),
         ("pow2", Policy(kind="pow2", world_size=nproc, token_budget=budget)),
     )
     from fcp_tune.costmodel import CostModel
 
-    cost = CostModel.from_profile(prof, cfg_model, world_size=nproc) if nproc <= prof.world_size or prof.extrapolation else None
+    cost = CostModel.from_profile(prof, cfg_model, world_size=nproc) if covered else None
     report = run_training(RunConfig(policies, wl, cfg_model, steps=steps, warmup=1, seed=seed, cost=cost), timeout=3600)
     rows = []
     static_tps = next(r.tokens_per_s for r in report.results if r.name.startswith("static"))
