@@ -86,3 +86,22 @@ def fit_world(policy: Policy, world_size: int | None) -> Policy:
 
 def scheme_override(policy: Policy, scheme: str | None) -> Policy:
     return policy if scheme is None else replace(policy, scheme=scheme)
+
+
+def resolve_policies(
+    policy: str | None, compare: list[str], nproc: int | None, scheme: str | None, workload: Workload
+) -> tuple[tuple[str, Policy], ...]:
+    """The policy under test (default: the bundled one) at ``nproc`` ranks, then the named baselines.
+
+    Names: the policy's kind for the default, a file's stem, or the spec itself for a
+    baseline (``static``, ``static:3``, ``pow2``, ...; a repeated name gets ``#i``).
+    """
+    default = load_policy(default_policy_path())
+    main = resolve_policy(policy, default, workload) if policy else default
+    main = scheme_override(fit_world(main, nproc), scheme)
+    out = [(main.kind if policy is None else Path(policy).stem, main)]
+    for spec in compare:
+        p = fit_world(resolve_policy(spec, main, workload), main.world_size)
+        name = spec if spec not in [n for n, _ in out] else f"{spec}#{len(out)}"
+        out.append((name, p))
+    return tuple(out)

@@ -45,3 +45,11 @@ def print_json(data: Any) -> None:
     """Write ``data`` as JSON to stdout (no rich markup), for machines."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """``--compare a,b --compare c`` -> ``[a, b, c]``."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policy, scheme_override
+from fcp_tune.baselines import default_workload_path, resolve_policies
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, print_json, split_names
 from fcp_tune.executor import RunConfig, RunReport, run_training
 from fcp_tune.executor.runner import under_torchrun
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.policy import load_policy
 from fcp_tune.workload import load_workload
-
-
-def _split(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in v.split(",") if x.strip())
-    return out
 
 
 def build_run_config(
@@ -33,14 +24,8 @@ def build_run_config(
 ) -> RunConfig:
     """Resolve the command line's names into a :class:`RunConfig` (library entry point)."""
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens)
-    default = load_policy(default_policy_path())
-    main = resolve_policy(policy, default, wl) if policy else default
-    main = scheme_override(fit_world(main, nproc), scheme)
-    policies = [(main.kind if policy is None else Path(policy).stem, main)]
-    for spec in compare:
-        p = fit_world(resolve_policy(spec, main, wl), main.world_size)
-        name = spec if spec not in [n for n, _ in policies] else f"{spec}#{len(policies)}"
-        policies.append((name, p))
+    policies = resolve_policies(policy, compare, nproc, scheme, wl)
+    main = policies[0][1]
     cfg_model = load_model_config(model)
     cost = None
     if profile:
@@ -48,7 +33,7 @@ def build_run_config(
         from fcp_tune.profile.schema import load_profile
 
         cost = CostModel.from_profile(load_profile(profile), cfg_model, scheme=main.scheme, world_size=main.world_size)
-    return RunConfig(tuple(policies), wl, cfg_model, steps=steps, warmup=warmup, seed=seed, lr=lr, cost=cost)
+    return RunConfig(policies, wl, cfg_model, steps=steps, warmup=warmup, seed=seed, lr=lr, cost=cost)
 
 
 def _span(values: tuple[float, ...]) -> str:
@@ -105,7 +90,7 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Train STEPS steps under a policy on local processes (or torchrun), baselines side by side."""
-    compare_list = _split(compare)
+    compare_list = split_names(compare)
     if policy is None and workload is None and compare is None:
         compare_list = ["static", "pow2"]  # the no-argument demo shows the baselines too
     cfg = build_run_config(policy, workload, nproc, steps, warmup, compare_list, model, seed, lr, scheme,

@@ -10,37 +10,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policy, scheme_override
+from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, print_json, split_names
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.policy import Policy, load_policy
+from fcp_tune.policy import load_policy
 from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
-from fcp_tune.workload import Workload, load_workload
+from fcp_tune.workload import load_workload
 
 DEFAULT_COMPARE = ("static", "pow2")
-
-
-def _split(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in v.split(",") if x.strip())
-    return out
-
-
-def resolve_policies(
-    policy: Optional[str], compare: list[str], nproc: int, scheme: Optional[str], workload: Workload
-) -> tuple[tuple[str, Policy], ...]:
-    """The policy under test (default: the bundled one) at ``nproc`` ranks, then the baselines."""
-    default = load_policy(default_policy_path())
-    main = resolve_policy(policy, default, workload) if policy else default
-    main = scheme_override(fit_world(main, nproc), scheme)
-    out = [(main.kind if policy is None else Path(policy).stem, main)]
-    for spec in compare:
-        p = fit_world(resolve_policy(spec, main, workload), main.world_size)
-        name = spec if spec not in [n for n, _ in out] else f"{spec}#{len(out)}"
-        out.append((name, p))
-    return tuple(out)
 
 
 def _pct(x: Optional[float]) -> str:
@@ -124,7 +102,7 @@ def validate_cmd(
 
     if warmup >= steps:
         raise FcpTuneError(f"--warmup must be below --steps ({steps}), got {warmup}")
-    compare_list = list(DEFAULT_COMPARE) if compare is None else [c for c in _split(compare) if c != "none"]
+    compare_list = list(DEFAULT_COMPARE) if compare is None else [c for c in split_names(compare) if c != "none"]
     cfg_model = load_model_config(model)
     profile_path = Path(profile) if profile else default_profile_path(cfg_model.name, nproc)
     if profile and not profile_path.is_file():

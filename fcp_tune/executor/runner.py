@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
 
