@@ -104,4 +104,10 @@ def resolve_policies(
         p = fit_world(resolve_policy(spec, main, workload), main.world_size)
         name = spec if spec not in [n for n, _ in out] else f"{spec}#{len(out)}"
         out.append((name, p))
+    longest = max(workload.seqlens)
+    for name, p in out:  # fail here, in one line, rather than inside every rank
+        try:
+            p.degree_for(longest)
+        except ValueError as exc:
+            raise FcpTuneError(f"policy {name}: {exc}") from None
     return tuple(out)

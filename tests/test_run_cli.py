@@ -111,3 +111,10 @@ def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
     assert time.monotonic() - t0 < 60
     leftover = subprocess.run(["pgrep", "-f", "tests.test_run_cli import _cfg"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_cli_sequence_longer_than_world_times_budget_fails_before_launch():
+    res = runner.invoke(app, ["run", "--workload", "uniform:lo=9000,hi=10000,n=10", "--steps", "1"])
+    assert res.exit_code == 2
+    assert "does not fit world_size 4" in res.output and "rank" not in res.output.split("does not fit")[0].split(":")[0]
+    assert "Traceback" not in res.output

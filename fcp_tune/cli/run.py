@@ -93,6 +93,7 @@ def run(
     compare_list = split_names(compare)
     if policy is None and workload is None and compare is None:
         compare_list = ["static", "pow2"]  # the no-argument demo shows the baselines too
+    warmup = min(warmup, steps - 1)  # --steps 1 runs one measured step
     cfg = build_run_config(policy, workload, nproc, steps, warmup, compare_list, model, seed, lr, scheme,
                            global_batch_tokens, profile)
     total = cfg.steps * len(cfg.policies)
