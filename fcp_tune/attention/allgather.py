@@ -11,14 +11,10 @@ from __future__ import annotations
 import torch
 
 from fcp_tune.attention.blocks import allgather_passes
-from fcp_tune.attention.comm import GroupInfo, all_gather_varlen, reduce_scatter_varlen
+from fcp_tune.attention.comm import GroupInfo, gather_global, scatter_sum_home
 from fcp_tune.attention.kernels import acc_dtype, block_backward, block_forward
 from fcp_tune.attention.merge import merge_into, new_accumulators, ranges_to_rows
 from fcp_tune.layout import ShardLayout
-
-
-def _rank_indices(layout: ShardLayout, device: torch.device) -> list[torch.Tensor]:
-    return [torch.tensor(layout.global_indices(r), dtype=torch.long, device=device) for r in range(layout.degree)]
 
 
 class AllGatherAttention(torch.autograd.Function):
@@ -27,14 +23,7 @@ class AllGatherAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout: ShardLayout, info: GroupInfo, causal: bool, scale: float):
         dk_dim = k.shape[-1]
-        idx = _rank_indices(layout, q.device)
-        parts = all_gather_varlen(torch.cat([k, v], -1), layout.counts, info)
-        total = layout.cu_seqlens[-1]
-        full = k.new_empty((total, k.shape[1], k.shape[-1] + v.shape[-1]))
-        if info.size == 1:
-            full.index_copy_(0, idx[0], parts[0])
-        else:
-            full.index_copy_(0, torch.cat(idx), torch.cat(parts))
+        full, idx = gather_global(torch.cat([k, v], -1), layout, info)
         k_full, v_full = full[..., :dk_dim], full[..., dk_dim:]
         passes = allgather_passes(layout, info.rank, causal)
         out_acc, lse_acc = new_accumulators(q.shape[0], q.shape[1], v.shape[-1], acc_dtype(q.dtype), q.device)
@@ -65,6 +54,6 @@ class AllGatherAttention(torch.autograd.Function):
             dq.index_add_(0, rows, dq_b)
             dkv_full[..., :dk_dim] += dk_b
             dkv_full[..., dk_dim:] += dv_b
-        mine = reduce_scatter_varlen([dkv_full.index_select(0, i) for i in idx], layout.counts, info)
+        mine = scatter_sum_home(dkv_full, idx, layout, info)
         dk, dv = mine[..., :dk_dim], mine[..., dk_dim:]
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), None, None, None, None

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.attention.allgather import AllGatherAttention
-from fcp_tune.attention.comm import GroupInfo, all_gather_varlen, group_info, reduce_scatter_varlen
+from fcp_tune.attention.comm import GroupInfo, gather_global, group_info, rank_index, scatter_sum_home
 from fcp_tune.attention.kernels import default_scale
 from fcp_tune.attention.ring import RingAttention
 from fcp_tune.layout import ShardLayout, shard_layout, validate_cu_seqlens
@@ -41,15 +41,28 @@ def _layout(cu: tuple[int, ...], degree: int) -> ShardLayout:
     return shard_layout(cu, degree)
 
 
+def _resolve(
+    cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup], total: Optional[int] = None
+) -> tuple[tuple[int, ...], GroupInfo, ShardLayout]:
+    """Validated ``cu_seqlens`` (ending at ``total`` when given), this rank's group, the layout."""
+    cu = _as_tuple(cu_seqlens)
+    validate_cu_seqlens(cu, total)
+    info = group_info(group)
+    return cu, info, _layout(cu, info.size)
+
+
+def _check_local(name: str, x: torch.Tensor, cu: tuple[int, ...], info: GroupInfo, layout: ShardLayout) -> None:
+    """``x`` must hold exactly this rank's share of the batch."""
+    if x.shape[0] != layout.counts[info.rank]:
+        raise ValueError(
+            f"{name} has {x.shape[0]} tokens but cu_seqlens (total {cu[-1]}) gives rank {info.rank} "
+            f"of {info.size} exactly {layout.counts[info.rank]}"
+        )
+
+
 def layout_for(cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> ShardLayout:
     """The :class:`ShardLayout` of this batch for ``group`` (validated)."""
-    cu = _as_tuple(cu_seqlens)
-    validate_cu_seqlens(cu)
-    return _layout(cu, group_info(group).size)
-
-
-def _index(layout: ShardLayout, rank: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor(layout.global_indices(rank), dtype=torch.long, device=device)
+    return _resolve(cu_seqlens, group)[2]
 
 
 def shard(x: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> torch.Tensor:
@@ -57,19 +70,14 @@ def shard(x: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGr
 
     Differentiable (an index select). No communication.
     """
-    cu = _as_tuple(cu_seqlens)
-    validate_cu_seqlens(cu, x.shape[0])
-    info = group_info(group)
-    return x.index_select(0, _index(_layout(cu, info.size), info.rank, x.device))
+    _, info, layout = _resolve(cu_seqlens, group, total=x.shape[0])
+    return x.index_select(0, rank_index(layout, info.rank, x.device))
 
 
 class _Unshard(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_local, layout: ShardLayout, info: GroupInfo):
-        parts = all_gather_varlen(x_local, layout.counts, info)
-        idx = [_index(layout, r, x_local.device) for r in range(info.size)]
-        out = x_local.new_empty((layout.cu_seqlens[-1],) + tuple(x_local.shape[1:]))
-        out.index_copy_(0, torch.cat(idx), torch.cat(parts))
+        out, idx = gather_global(x_local, layout, info)
         ctx.meta = (layout, info, idx)
         return out
 
@@ -77,7 +85,7 @@ class _Unshard(torch.autograd.Function):
     def backward(ctx, grad):
         layout, info, idx = ctx.meta
         # Every rank holds the full tensor: the local gradient sums the ranks' gradients.
-        return reduce_scatter_varlen([grad.index_select(0, i) for i in idx], layout.counts, info), None, None
+        return scatter_sum_home(grad, idx, layout, info), None, None
 
 
 def unshard(x_local: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.ProcessGroup] = None) -> torch.Tensor:
@@ -86,15 +94,8 @@ def unshard(x_local: torch.Tensor, cu_seqlens: CuSeqlens, group: Optional[dist.P
     Differentiable: the gradient of the local part is the sum over ranks of their
     gradients at those positions (each rank's copy is treated as its own output).
     """
-    cu = _as_tuple(cu_seqlens)
-    validate_cu_seqlens(cu)
-    info = group_info(group)
-    layout = _layout(cu, info.size)
-    if x_local.shape[0] != layout.counts[info.rank]:
-        raise ValueError(
-            f"x_local has {x_local.shape[0]} tokens but cu_seqlens gives rank {info.rank} "
-            f"{layout.counts[info.rank]}"
-        )
+    cu, info, layout = _resolve(cu_seqlens, group)
+    _check_local("x_local", x_local, cu, info, layout)
     return _Unshard.apply(x_local, layout, info)
 
 
@@ -148,15 +149,8 @@ def cp_attention(
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     _check_qkv(q, k, v)
-    cu = _as_tuple(cu_seqlens)
-    validate_cu_seqlens(cu)
-    info = group_info(group)
-    layout = _layout(cu, info.size)
-    if q.shape[0] != layout.counts[info.rank]:
-        raise ValueError(
-            f"q has {q.shape[0]} tokens but cu_seqlens (total {cu[-1]}) gives rank {info.rank} "
-            f"of {info.size} exactly {layout.counts[info.rank]}"
-        )
+    cu, info, layout = _resolve(cu_seqlens, group)
+    _check_local("q", q, cu, info, layout)
     scale = default_scale(q.shape[-1]) if scale is None else float(scale)
     fn = AllGatherAttention if scheme == "allgather" else RingAttention
     return fn.apply(q, k, v, layout, info, causal, scale)

@@ -16,6 +16,8 @@ from typing import Iterator, Optional
 import torch
 import torch.distributed as dist
 
+from fcp_tune.layout import ShardLayout
+
 # torch 2.14 renames the tensor collectives; accept either.
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -102,6 +104,31 @@ def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], in
     _reduce_scatter(out, send, group=info.group)
     _account(t0)
     return out[:mine]
+
+
+def rank_index(layout: ShardLayout, rank: int, device: torch.device) -> torch.Tensor:
+    """Global packed positions of ``rank``'s local tokens, in local order."""
+    return torch.tensor(layout.global_indices(rank), dtype=torch.long, device=device)
+
+
+def gather_global(x_local: torch.Tensor, layout: ShardLayout, info: GroupInfo) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The whole packed tensor on every rank (all-gather, then each rank's rows to their positions).
+
+    Returns it with every rank's index (:func:`rank_index`) for :func:`scatter_sum_home`.
+    """
+    idx = [rank_index(layout, r, x_local.device) for r in range(info.size)]
+    parts = all_gather_varlen(x_local, layout.counts, info)
+    full = x_local.new_empty((layout.cu_seqlens[-1],) + tuple(x_local.shape[1:]))
+    if info.size == 1:
+        full.index_copy_(0, idx[0], parts[0])
+    else:
+        full.index_copy_(0, torch.cat(idx), torch.cat(parts))
+    return full, idx
+
+
+def scatter_sum_home(full: torch.Tensor, idx: list[torch.Tensor], layout: ShardLayout, info: GroupInfo) -> torch.Tensor:
+    """Inverse direction of :func:`gather_global`: each rank gets the sum over ranks of its rows."""
+    return reduce_scatter_varlen([full.index_select(0, i) for i in idx], layout.counts, info)
 
 
 class RingExchange:

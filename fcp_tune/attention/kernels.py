@@ -25,6 +25,8 @@ from typing import Sequence
 
 import torch
 
+from fcp_tune.attention.merge import ranges_to_rows
+
 Range = tuple[int, int]
 
 
@@ -41,10 +43,6 @@ def _check_ranges(q_ranges: Sequence[Range], k_ranges: Sequence[Range], causal: 
             raise ValueError("attention kernels are never called with an empty segment")
         if causal and qe - qs != ke - ks:
             raise ValueError("causal blocks must be square (same query and key length)")
-
-
-def _rows(ranges: Sequence[Range], device: torch.device) -> torch.Tensor:
-    return torch.cat([torch.arange(s, e, device=device) for s, e in ranges])
 
 
 def _to_bhld(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +94,7 @@ def block_forward(
         lse = lses[0] if len(lses) == 1 else torch.cat(lses, 1)
         return out, lse.to(acc_dtype(q.dtype))
     if _use_flash_cuda(q):
-        qr, kr = _rows(q_ranges, q.device), _rows(k_ranges, q.device)
+        qr, kr = ranges_to_rows(q_ranges, q.device), ranges_to_rows(k_ranges, q.device)
         cu_q, max_q = _cu(q_ranges, q.device)
         cu_k, max_k = _cu(k_ranges, q.device)
         out, lse, _, _, _ = torch.ops.aten._flash_attention_forward(
@@ -153,7 +151,7 @@ def block_backward(
             row += n
         return (dqs[0] if len(dqs) == 1 else torch.cat(dqs, 0)), dk, dv
     if _use_flash_cuda(q):
-        qr, kr = _rows(q_ranges, q.device), _rows(k_ranges, q.device)
+        qr, kr = ranges_to_rows(q_ranges, q.device), ranges_to_rows(k_ranges, q.device)
         cu_q, max_q = _cu(q_ranges, q.device)
         cu_k, max_k = _cu(k_ranges, q.device)
         empty = torch.zeros(2, dtype=torch.uint64, device=q.device)
