@@ -1,15 +1,17 @@
-"""Shared pieces of the command line: one-line errors, JSON output, rich console."""
+"""Shared pieces of the command line: one-line errors, JSON output, rich console, progress bars."""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,3 +55,19 @@ def split_names(values: list[str] | None) -> list[str]:
     for v in values or []:
         out.extend(x.strip() for x in v.split(",") if x.strip())
     return out
+
+
+def progress_bar(*extra: ProgressColumn, **kwargs: Any) -> Progress:
+    """The commands' progress bar: description, bar, done/total, elapsed, then ``extra`` columns."""
+    kwargs.setdefault("console", console)
+    kwargs.setdefault("transient", True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    *extra, **kwargs)
+
+
+@contextmanager
+def counting_progress(description: str, total: int) -> Iterator[Callable[[Any], None]]:
+    """A progress bar advanced once per event; yields the ``on_event`` callback to pass on."""
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda _event: bar.advance(task)

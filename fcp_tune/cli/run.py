@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fcp_tune.baselines import default_workload_path, resolve_policies
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json, split_names
+from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.executor import RunConfig, RunReport, run_training
-from fcp_tune.executor.runner import under_torchrun
+from fcp_tune.launch import under_torchrun
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.workload import load_workload
 
@@ -100,10 +99,8 @@ def run(
     if under_torchrun() or json_out:
         report = run_training(cfg, timeout=timeout)
     else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task(f"training on {cfg.world_size} local processes", total=total)
-            report = run_training(cfg, timeout=timeout, on_event=lambda _e: bar.advance(task))
+        with counting_progress(f"training on {cfg.world_size} local processes", total) as on_event:
+            report = run_training(cfg, timeout=timeout, on_event=on_event)
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.schema import load_profile
@@ -62,8 +62,7 @@ def search(
     if json_out:
         result, study, _ = run_search(cfg, prof, wl, cfg_model)
     else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("best {task.fields[best]}"), console=console, transient=True) as bar:
+        with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
             task = bar.add_task("searching", total=trials, best="-")
             best = [float("inf")]
 

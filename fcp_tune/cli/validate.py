@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json, split_names
+from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import load_policy
 from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
@@ -128,10 +127,8 @@ def validate_cmd(
     if json_out:
         report = validate(policies, wl, cfg_model, prof, **run)
     else:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task(f"training on {nproc} local processes", total=total)
-            report = validate(policies, wl, cfg_model, prof, on_event=lambda _e: bar.advance(task), **run)
+        with counting_progress(f"training on {nproc} local processes", total) as on_event:
+            report = validate(policies, wl, cfg_model, prof, on_event=on_event, **run)
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:
