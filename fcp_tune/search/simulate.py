@@ -9,16 +9,17 @@ bound, speedup over the best static baseline at that N, communicators, peak memo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
+from fcp_tune.baselines import BUILT_KINDS, fit_world, resolve_policy
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
-from fcp_tune.policy import Policy, load_policy, min_degree_for
+from fcp_tune.policy import Policy, min_degree_for
 from fcp_tune.profile.schema import Profile
-from fcp_tune.search.evaluate import Evaluator
+from fcp_tune.search.evaluate import Evaluator, baseline_policies, best_static
 from fcp_tune.workload import Workload
 
 
@@ -38,23 +39,6 @@ class SimRow:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _at_world(spec: str, n: int, budget: int, scheme: str, max_len: int) -> Policy:
-    name, _, arg = spec.partition(":")
-    common = dict(world_size=n, token_budget=budget, scheme=scheme)
-    if name == "static" and not Path(spec).is_file():
-        if arg:
-            return Policy(kind="static", degree=int(arg), **common)
-        need = min_degree_for(max_len, budget)
-        for d in range(need, n + 1):
-            if n % d == 0:
-                return Policy(kind="static", degree=d, **common)
-        raise FcpTuneError(f"no static degree dividing {n} holds {max_len} tokens in {budget}-token ranks")
-    if name in ("pow2", "adaptive") and not Path(spec).is_file():
-        return Policy(kind=name, **common)
-    policy = load_policy(spec)
-    return policy.with_world_size(n)
 
 
 def simulate(
@@ -80,27 +64,22 @@ def simulate(
             raise FcpTuneError(f"{n} ranks x {token_budget} tokens cannot hold the longest sequence ({max_len})")
         cost = CostModel.from_profile(profile, model, scheme=scheme, world_size=n)
         ev = Evaluator(cost, workload, n, batches=batches, seed=seed)
-        best_name, best_static = "", None
-        for d in range(min_degree_for(max_len, token_budget), n + 1):
-            if n % d == 0:
-                s = ev.score(Policy(kind="static", degree=d, world_size=n, token_budget=token_budget, scheme=scheme))
-                if best_static is None or s.step_s < best_static.step_s:
-                    best_name, best_static = f"static:{d}", s
-        assert best_static is not None
+        statics = [(name, p) for name, p in baseline_policies(n, token_budget, scheme, max_len) if p.kind == "static"]
+        best_name, best = best_static([(name, ev.score(p)) for name, p in statics])
+        base = Policy(kind="adaptive", world_size=n, token_budget=token_budget, scheme=scheme)
         for spec in specs:
             try:
-                policy = _at_world(spec, n, token_budget, scheme, max_len)
+                policy = fit_world(resolve_policy(spec, base, workload), n)
                 if policy.token_budget != token_budget:
-                    policy = Policy(**{**policy.__dict__, "token_budget": token_budget})
+                    policy = replace(policy, token_budget=token_budget)
             except (FcpTuneError, ValueError) as exc:
-                if Path(spec).is_file() or spec.partition(":")[0] not in ("static", "pow2", "adaptive"):
-                    if not Path(spec).is_file():
-                        raise
+                if not Path(spec).is_file() and spec.partition(":")[0] not in BUILT_KINDS:
+                    raise  # neither a policy file nor a kind: bad input, not a skipped row
                 rows.append(SimRow(n, spec, "?", None, None, None, None, best_name, None, None, note=str(exc)))
                 continue
             s = ev.score(policy)
             rows.append(SimRow(
-                n, spec, policy.kind, s.step_s, s.tokens_per_s, s.efficiency, best_static.step_s / s.step_s,
+                n, spec, policy.kind, s.step_s, s.tokens_per_s, s.efficiency, best.step_s / s.step_s,
                 best_name, s.communicators, s.peak_memory_bytes / 2**30,
             ))
     return rows
