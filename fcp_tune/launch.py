@@ -60,6 +60,28 @@ def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, 
         os._exit(0)
 
 
+def under_torchrun() -> bool:
+    """Whether torchrun (or another launcher setting ``RANK`` and ``WORLD_SIZE``) started this process."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_from_env(timeout: float | None = None) -> str:
+    """Join the launcher's process group (NCCL when CUDA is present, else gloo); return the backend.
+
+    Sets this process's GPU from ``LOCAL_RANK`` first. A group already initialised is kept.
+    """
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        kwargs = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
+        dist.init_process_group(backend, **kwargs)
+    return backend
+
+
 def run_local(
     fn: Callable[..., Any],
     nproc: int,

@@ -11,11 +11,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, print_json, progress_bar
 
 
 def default_output(hardware: dict) -> Path:
@@ -57,7 +56,8 @@ def profile(
 ) -> None:
     """Measure attention blocks, collectives and token-linear work; write a profile YAML."""
     from fcp_tune.modelcfg import load_model_config
-    from fcp_tune.profile.measure import ProgressEvents, measure_profile, under_torchrun
+    from fcp_tune.launch import under_torchrun
+    from fcp_tune.profile.measure import ProgressEvents, measure_profile
     from fcp_tune.profile.schema import save_profile
 
     cfg = load_model_config(model)
@@ -65,8 +65,7 @@ def profile(
     args += (["--max-len", str(max_len)] if max_len else []) + (["--out", str(out)] if out else [])
     command = " ".join(shlex.quote(a) for a in args) + (" (under torchrun)" if under_torchrun() else "")
     is_rank0 = not under_torchrun() or os.environ.get("RANK") == "0"
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=json_out, disable=not is_rank0)
+    bar = progress_bar(console=Console(stderr=True), transient=json_out, disable=not is_rank0)
     with bar:
         result = measure_profile(nproc=nproc, quick=quick, model=cfg, command=command,
                                  on_event=ProgressEvents(bar), max_len=max_len)

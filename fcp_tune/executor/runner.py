@@ -8,10 +8,8 @@ step (A B A B) so slow drifts of the machine hit them all alike.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -20,7 +18,7 @@ import torch.distributed as dist
 from fcp_tune.executor.model import build_model
 from fcp_tune.executor.pool import GroupPool
 from fcp_tune.executor.step import FaultSpec, PolicyState, StepRecord, train_step
-from fcp_tune.launch import run_local
+from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges
 from fcp_tune.policy import Policy
@@ -210,11 +208,6 @@ def summarise(cfg: RunConfig, per_rank: Sequence[dict[str, Any]], backend: str) 
     )
 
 
-def under_torchrun() -> bool:
-    """True when launched by torchrun (or any launcher that sets RANK and WORLD_SIZE)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
 def run_training(
     cfg: RunConfig,
     timeout: float = 600.0,
@@ -227,11 +220,7 @@ def run_training(
     with :class:`fcp_tune.launch.RankFailure` naming it.
     """
     if under_torchrun():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if not dist.is_initialized():
-            if backend == "nccl":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend, timeout=timedelta(seconds=collective_timeout))
+        backend = init_from_env(collective_timeout)
         out = train_rank(dist.get_rank(), dist.get_world_size(), cfg)
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, out)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import torch.distributed as dist
 from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.hardware import collect_hardware
-from fcp_tune.launch import run_local
+from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
 from fcp_tune.attention.comm import group_info
@@ -215,10 +214,6 @@ def combine(results: Sequence[dict[str, Any]], settings: ProfileSettings, comman
     )
 
 
-def under_torchrun() -> bool:
-    """Whether this process was started by torchrun (or another launcher setting RANK/WORLD_SIZE)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
 
 def measure_profile(
     nproc: int = 2,
@@ -242,10 +237,7 @@ def measure_profile(
     cuda = torch.cuda.is_available()
     settings = settings or default_settings(model, quick, cuda, max_len)
     if under_torchrun():
-        if not dist.is_initialized():
-            if cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            dist.init_process_group("nccl" if cuda else "gloo")
+        init_from_env()
         rank, world = dist.get_rank(), dist.get_world_size()
         if not cuda:
             torch.set_num_threads(settings.threads)
