@@ -1,4 +1,4 @@
-"""Benchmark cp_attention forward+backward: one sequence, d = 1 vs d ranks, both schemes.
+"""Benchmark cp_attention forward+backward: one sequence, d = 1 vs d ranks, per scheme.
 
 Parallel efficiency is ``t(d=1) / (d * t(d))``: 1.0 means the d ranks split the work with
 no communication or imbalance cost. Achieved GFLOP/s per rank uses the FlashAttention
@@ -6,6 +6,8 @@ convention (forward ``4 * L^2 * H * D``, halved for causal; backward 2.5x forwar
 
     python benchmarks/attention.py                       # 1K..16K, d = 1 and 2, both schemes
     python benchmarks/attention.py --lengths 1024 4096 --reps 3 --json
+    python benchmarks/attention.py --lengths 1024 4096 --kv-heads 2 --schemes allgather ring ulysses
+                                   # ulysses needs d to divide --kv-heads
 
 Each rank uses one thread (``torch.set_num_threads(1)``); on a 2-core machine only d <= 2
 gives meaningful wall-clock numbers.

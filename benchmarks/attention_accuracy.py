@@ -3,19 +3,20 @@
     python benchmarks/attention_accuracy.py
 
 Runs every case of ``fcp_tune.attention.parity.suite_cases(6)`` (group sizes 1-6 and two
-offset groups, both schemes, causal and not, GQA/MHA, float64/float32/bfloat16) on 6 forked
-gloo processes and prints the largest scaled error per dtype and scheme.
+offset groups, allgather and ring, causal and not, GQA/MHA, float64/float32/bfloat16) and of
+``ulysses_cases(6)`` (every group size 1-6 with head counts it divides) on 6 forked gloo
+processes and prints the largest scaled error per dtype and scheme.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from fcp_tune.attention.parity import TOLERANCE, run_parity, suite_cases
+from fcp_tune.attention.parity import TOLERANCE, run_parity, suite_cases, ulysses_cases
 
 
 def main() -> None:
-    cases = suite_cases(6)
+    cases = suite_cases(6) + ulysses_cases(6)
     errors = run_parity(cases, 6, timeout=600)
     worst: dict[tuple[str, str], float] = defaultdict(float)
     count: dict[tuple[str, str], int] = defaultdict(int)

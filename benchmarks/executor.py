@@ -15,6 +15,7 @@ comparisons mean something only up to 2 processes, so busy time per rank is repo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -48,7 +49,8 @@ def bench(name: str, spec: str, nproc: int, budget: int, gbt: int, steps: int, p
     # The thresholds policy needs a cost model for N ranks: skipped where the profile cannot predict N.
     searched = (("thresholds", run_search(scfg, prof, wl, cfg_model)[0].policy),) if covered else ()
     policies = searched + (
-        ("adaptive", base),
+        ("adaptive", base),  # the default vocabulary: max_communicators 24 per rank
+        ("adaptive (uncapped)", dataclasses.replace(base, max_communicators=0)),
         (f"static:{static_d}", Policy(kind="static", degree=static_d, world_size=nproc, token_budget=budget)),
         ("pow2", Policy(kind="pow2", world_size=nproc, token_budget=budget)),
     )
@@ -66,6 +68,10 @@ def bench(name: str, spec: str, nproc: int, budget: int, gbt: int, steps: int, p
             "vs_static": r.tokens_per_s / static_tps, "median_step_s": r.median_step_s,
             "max_busy_s": busy, "mean_busy_s": statistics.fmean(statistics.fmean(s.busy_s) for s in m),
             "waves": statistics.fmean(s.waves for s in m),
+            "plan_ms": statistics.fmean(s.plan_ms for s in m),
+            "plan_not_hidden_ms": 1e3 * statistics.fmean(max(s.plan_wait_s) for s in m),
+            "groups_created": sum(s.new_groups for s in r.steps),
+            "run_communicators": report.communicators, "run_per_rank": report.per_rank_communicators,
             "thresholds": r.policy.get("thresholds"),
         })
     return rows
@@ -93,11 +99,17 @@ def main() -> None:
         return
     print(f"# executor, {a.nproc} processes, budget {a.budget}, global batch {gbt} tokens, {a.steps} steps "
           f"(1 warm-up), model {a.model}, {meta['date']}")
-    print("| workload | policy | tokens/s | vs static | median step s | busy s (max rank) | busy s (mean) | waves |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | policy | tokens/s | vs static | median step s | busy s (max rank) | busy s (mean) | waves "
+          "| plan ms | not hidden ms | groups created |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['workload']} | {r['policy']} | {r['tokens_per_s']:,.0f} | {r['vs_static']:.2f}x | "
-              f"{r['median_step_s']:.3f} | {r['max_busy_s']:.3f} | {r['mean_busy_s']:.3f} | {r['waves']:.1f} |")
+              f"{r['median_step_s']:.3f} | {r['max_busy_s']:.3f} | {r['mean_busy_s']:.3f} | {r['waves']:.1f} | "
+              f"{r['plan_ms']:.1f} | {r['plan_not_hidden_ms']:.1f} | {r['groups_created']} |")
+    for w in sorted({r["workload"] for r in rows}):
+        r = next(r for r in rows if r["workload"] == w)
+        print(f"communicators created ({w}, all policies): {r['run_communicators']}, "
+              f"at most {r['run_per_rank']} per rank")
     for r in rows:
         if r["policy"] == "thresholds":
             print(f"searched thresholds ({r['workload']}): {r['thresholds']}")

@@ -9,6 +9,10 @@ side by side.
     python benchmarks/planner.py            # markdown table
     python benchmarks/planner.py --json     # machine-readable
     python benchmarks/planner.py --quick    # fewer repeats
+    python benchmarks/planner.py --cap-cost # what the communicator cap costs (H100 reference profile)
+
+``adaptive`` plans with the default group vocabulary (``max_communicators`` 24 per rank,
+nodes of 8); ``adaptive (uncapped)`` with every contiguous range (``max_communicators: 0``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def policies(world: int, budget: int) -> list[tuple[str, Policy]]:
         ("pow2", Policy("pow2", world, budget)),
         ("thresholds (1/3/6/12)", Policy("thresholds", world, budget, boundaries=bounds, degrees=degs)),
         ("adaptive", Policy("adaptive", world, budget)),
+        ("adaptive (uncapped)", Policy("adaptive", world, budget, max_communicators=0)),
     ]
 
 
@@ -91,13 +96,74 @@ def bench(world: int, count: int, budget: int, repeats: int, seed: int) -> list[
     return rows
 
 
+CAP_PROFILE = "profiles/h100-64-reference.yaml"
+CAP_WORKLOADS = {  # as benchmarks/search.py
+    "long-tail": "lognormal:median=4096,sigma=1.2,max=131072,n=20000",
+    "extreme": "bimodal:short_mean=1024,long_mean=98304,long_frac=0.01,sigma=0.35,max=131072,n=20000",
+}
+
+
+def cap_cost(caps: tuple[int, ...] = (0, 16, 24), worlds: tuple[int, ...] = (8, 64, 256, 1024),
+             budget: int = 16384, batches: int = 4) -> list[dict[str, Any]]:
+    """Adaptive plans with and without the communicator cap: predicted step and communicators used.
+
+    Per world size and workload (global batch N x budget, llama3-8b shapes), the mean
+    predicted step over ``batches`` seeded batches for each cap (0 = uncapped), the
+    communicators (groups of size > 1) the plans used in total and per rank, and the
+    vocabulary's per-rank bound.
+    """
+    from fcp_tune.costmodel import CostModel
+    from fcp_tune.planner.vocab import build_vocabulary, per_rank_count
+    from fcp_tune.profile.schema import load_profile
+    from fcp_tune.workload import BatchSampler, load_workload
+
+    prof = load_profile(str(Path(__file__).resolve().parent.parent / CAP_PROFILE))
+    rows = []
+    for name, spec in CAP_WORKLOADS.items():
+        for n in worlds:
+            cost = CostModel.from_profile(prof, prof.model, world_size=n)
+            sample = BatchSampler(load_workload(spec, global_batch_tokens=n * budget), seed=0).batches(batches)
+            base = None
+            for cap in caps:
+                policy = Policy("adaptive", n, budget, max_communicators=cap)
+                steps, used, t0 = [], set(), time.perf_counter()
+                for b in sample:
+                    plan = plan_batch(b, policy, n, cost)
+                    steps.append(cost.predict(plan, b, budget).step_time)
+                    used |= {r for r in plan.ranges() if r[1] > 1}
+                step = statistics.fmean(steps)
+                base = step if cap == 0 else base
+                rows.append({
+                    "workload": name, "ranks": n, "max_communicators": cap, "step_s": step,
+                    "vs_uncapped_pct": 100 * (step / base - 1), "used": len(used),
+                    "used_per_rank": per_rank_count(sorted(used), n),
+                    "bound_per_rank": build_vocabulary(n, 8, cap).per_rank,
+                    "plan_ms": 1e3 * (time.perf_counter() - t0) / batches,
+                })
+                print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     parser.add_argument("--repeats", type=int, default=0, help="batches per config (default 100 / 30)")
     parser.add_argument("--quick", action="store_true", help="10 batches per config")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--cap-cost", action="store_true", help="capped vs uncapped adaptive plans, H100 profile")
     args = parser.parse_args(argv)
+    if args.cap_cost:
+        rows = cap_cost()
+        if args.json:
+            print(json.dumps({"profile": CAP_PROFILE, "results": rows}, indent=2))
+            return 0
+        print("| workload | N | cap per rank | predicted step s | vs uncapped | used | used per rank | bound per rank |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            cap = r["max_communicators"] or "none"
+            print(f"| {r['workload']} | {r['ranks']} | {cap} | {r['step_s']:.3f} | {r['vs_uncapped_pct']:+.2f} % | "
+                  f"{r['used']} | {r['used_per_rank']} | {r['bound_per_rank']} |")
+        return 0
     results = []
     for world, count, budget, note, targets in CONFIGS:
         reps = 10 if args.quick else (args.repeats or (100 if world <= 64 else 30))

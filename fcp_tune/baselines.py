@@ -1,8 +1,10 @@
 """Name a policy on the command line: a policy file, or a kind built on another policy.
 
-``static`` is the Megatron-LM baseline at the smallest degree that fits the workload's
-longest sequence in memory; ``static:D`` fixes the degree; ``pow2`` is Megatron-Core's
-dynamic CP; ``adaptive`` is the per-batch FCP algorithm. Built kinds take world size, token
+``megatron`` is Megatron-LM's static CP as its users run it (token packing, no cost
+balancing) at the smallest degree dividing N that fits the workload's longest sequence;
+``static`` is fcp-tune's own cost-balanced static planner at that degree; ``megatron:D`` /
+``static:D`` fix the degree; ``pow2`` is Megatron-Core's dynamic CP; ``adaptive`` is the
+per-batch FCP algorithm. Built kinds take world size, token
 budget and attention scheme from the base policy.
 """
 
@@ -17,7 +19,8 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import Policy, load_policy
 from fcp_tune.workload import Workload, load_workload
 
-BUILT_KINDS = ("static", "pow2", "adaptive")
+BUILT_KINDS = ("megatron", "static", "pow2", "adaptive")
+DEGREE_KINDS = ("megatron", "static")  # built kinds that take an optional degree, KIND:D
 
 
 def default_policy_path() -> Path:
@@ -34,16 +37,25 @@ def load_default_workload() -> Workload:
     return load_workload(str(default_workload_path()))
 
 
-def smallest_static_degree(base: Policy, workload: Workload) -> int:
+def _padded(length: int, degree: int) -> int:
+    """``length`` padded to a multiple of ``2 * degree`` (TransformerEngine THD with CP)."""
+    step = 2 * degree if degree > 1 else 1
+    return -(-length // step) * step
+
+
+def smallest_static_degree(base: Policy, workload: Workload, padded: bool = False) -> int:
     """The smallest static degree that holds the workload's longest sequence and divides N.
 
     Megatron-LM needs the world size divisible by the CP size (DP = N / CP), so the
-    baseline a user would run is the smallest such divisor that fits memory.
+    baseline a user would run is the smallest such divisor that fits memory; with
+    ``padded`` the longest sequence must fit after padding to a multiple of ``2 * degree``.
     """
     longest = max(workload.seqlens)
     need = max(1, math.ceil(longest / base.token_budget), base.min_degree(longest))
     degree = need
-    while degree <= base.world_size and base.world_size % degree:
+    while degree <= base.world_size and (
+        base.world_size % degree or (padded and _padded(longest, degree) > degree * base.token_budget)
+    ):
         degree += 1
     if degree > base.world_size:
         raise FcpTuneError(
@@ -54,26 +66,27 @@ def smallest_static_degree(base: Policy, workload: Workload) -> int:
 
 
 def resolve_policy(spec: str, base: Policy | None, workload: Workload) -> Policy:
-    """A policy from ``spec``: a file path, or ``static[:D]``, ``pow2``, ``adaptive`` built on ``base``."""
+    """A policy from ``spec``: a file path, or ``megatron[:D]``, ``static[:D]``, ``pow2``,
+    ``adaptive`` built on ``base``."""
     name, _, arg = spec.partition(":")
     if name in BUILT_KINDS and not Path(spec).is_file():
         if base is None:
             raise FcpTuneError(f"policy {spec!r} needs a base policy for world size and token budget")
         common = dict(world_size=base.world_size, token_budget=base.token_budget, scheme=base.scheme)
-        if name == "static":
+        if name in DEGREE_KINDS:
             if arg:
                 try:
                     degree = int(arg)
                 except ValueError:
-                    raise FcpTuneError(f"static degree must be an integer, got {arg!r}") from None
+                    raise FcpTuneError(f"{name} degree must be an integer, got {arg!r}") from None
             else:
-                degree = smallest_static_degree(base, workload)
-            return Policy(kind="static", degree=degree, **common)
+                degree = smallest_static_degree(base, workload, padded=name == "megatron")
+            return Policy(kind=name, degree=degree, **common)
         if arg:
             raise FcpTuneError(f"policy {name!r} takes no argument, got {spec!r}")
         return Policy(kind=name, **common)
     if not Path(spec).exists():
-        raise FcpTuneError(f"{spec}: no such policy file (or one of: static[:D], pow2, adaptive)")
+        raise FcpTuneError(f"{spec}: no such policy file (or one of: megatron[:D], static[:D], pow2, adaptive)")
     return load_policy(spec)
 
 
@@ -94,7 +107,7 @@ def resolve_policies(
     """The policy under test (default: the bundled one) at ``nproc`` ranks, then the named baselines.
 
     Names: the policy's kind for the default, a file's stem, or the spec itself for a
-    baseline (``static``, ``static:3``, ``pow2``, ...; a repeated name gets ``#i``).
+    baseline (``megatron``, ``static``, ``static:3``, ``pow2``, ...; a repeated name gets ``#i``).
     """
     default = load_policy(default_policy_path())
     main = resolve_policy(policy, default, workload) if policy else default

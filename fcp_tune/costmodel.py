@@ -3,15 +3,15 @@
 :class:`CostModel` implements the planner's ``CostFn`` protocol. For a group of ``d``
 ranks running forward and backward on a list of causal sequences, per layer:
 
-- attention compute: the executor's own blocks (:mod:`fcp_tune.costblocks`, identical to
-  :mod:`fcp_tune.attention.blocks`), each timed from the profile's grid
-  (:class:`~fcp_tune.profile.interp.AttentionGrid`), summed over the rank's sequences;
-- ``allgather`` scheme: all-gather of K/V (model dtype) before the forward, reduce-scatter
-  of dK/dV (fp32) after the backward, not overlapped; padded to the largest rank's tokens;
-- ``ring`` scheme: ``d`` steps; the K/V transfer of each of the first ``d-1`` steps overlaps
-  that step's compute (step = ``max(slowest rank's compute, transfer)``); in backward the
-  dK/dV accumulator travels one step behind (its transfer shares the step) and needs one
-  more transfer after the last step;
+- attention compute: the blocks the executor runs, from the scheme object
+  (:meth:`fcp_tune.schemes.base.Scheme.blocks`), each timed from the profile's grid
+  (:class:`~fcp_tune.profile.interp.AttentionGrid`, scaled by the block's ``head_share``),
+  summed over the rank's sequences;
+- communication: the scheme's :meth:`~fcp_tune.schemes.base.Scheme.comm_steps` (padded to
+  the largest rank's tokens). A *lock-step* scheme (``ring``) takes, per step,
+  ``max(slowest rank's compute, transfers overlapping the step)`` plus its exposed
+  transfers; otherwise (``allgather``: all-gather of K/V, reduce-scatter of dK/dV;
+  ``ulysses``: four all-to-alls) every rank pays its own compute plus every collective;
 
 plus token-linear work for the rank's tokens (``linear_flops_per_token / profile rate``), the
 attention core's own per-token bookkeeping (per layer ``linear.core_s_per_token``, plus
@@ -24,22 +24,22 @@ The group time is the slowest rank's. Shapes other than the profile's scale atte
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from fcp_tune.costblocks import allgather_blocks, ring_blocks, tokens
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.planner.cost import finish_times
+from fcp_tune.planner.plan import Plan
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.flops import activation_formula
 from fcp_tune.profile.interp import AttentionGrid, CommTable
 from fcp_tune.profile.schema import Profile
-
-SCHEMES = ("allgather", "ring")
-_SCHEME_OPS = {"allgather": ("all_gather", "reduce_scatter"), "ring": ("p2p_ring",)}
+from fcp_tune.schemes import Scheme, get_scheme
+from fcp_tune.schemes.layout import shard_layout, tokens_per_rank
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class Prediction:
     idle). ``step_time`` = the plan's critical path (a group starts when all its ranks are
     free; :func:`fcp_tune.planner.cost.finish_times`), at most the sum of ``wave_times``,
     plus ``grad_sync_s`` + ``optimizer_s``.
-    ``ideal_time``: the same fixed costs plus the batch's work on one rank per sequence,
+    ``ideal_time``: the same fixed costs plus the batch's work, each sequence at its cheapest
+    degree that fits the token budget (in rank-seconds, :meth:`CostModel.sequence_work`),
     spread perfectly over all ranks (one wave each: the per-call ``wave_s`` counts once).
     ``efficiency = ideal_time / step_time``.
     """
@@ -94,10 +95,14 @@ class CostModel:
     _wave_s: float = field(default=0.0, init=False, repr=False, compare=False)
     _core_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
     _core_slope: float = field(default=0.0, init=False, repr=False, compare=False)
+    _scheme: Scheme = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise FcpTuneError(f"unknown scheme {self.scheme!r}; expected one of {', '.join(SCHEMES)}")
+        try:
+            spec = get_scheme(self.scheme)
+        except ValueError as e:
+            raise FcpTuneError(str(e)) from None
+        object.__setattr__(self, "_scheme", spec)
         n = self.profile.world_size if self.world_size is None else self.world_size
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise FcpTuneError(f"world_size must be a positive integer, got {self.world_size!r}")
@@ -110,8 +115,8 @@ class CostModel:
             )
         object.__setattr__(self, "_grid", AttentionGrid(self.profile))
         object.__setattr__(self, "_comm", CommTable(self.profile))
-        for op in _SCHEME_OPS[self.scheme]:
-            for d in range(2, n + 1):
+        for op in spec.ops:
+            for d in spec.feasible_degrees(self.model, n)[1:]:
                 self._comm.fit_for(op, d)  # raises naming the missing data
         if n > 1:
             self._comm.fit_for("all_reduce", n)
@@ -157,29 +162,31 @@ class CostModel:
             raise FcpTuneError(f"group of {group_size} ranks is larger than the world ({self.world_size})")
         return self._comm.time(op, group_size, nbytes)
 
-    def _kv_bytes(self) -> tuple[float, float]:
-        """(K/V bytes per token in the model dtype, dK/dV bytes per token in the accumulation dtype)."""
-        m = self.model
-        acc = 8 if m.dtype == "float64" else 4
-        return float(m.kv_bytes_per_token()), float(2 * m.kv_heads * m.head_dim * acc)
-
     def _seq(self, seqlen: int, degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Memoised per-rank (allgather) or per-step-per-rank (ring) fwd and bwd seconds, and tokens."""
+        """Memoised ``(steps, ranks)`` fwd and bwd seconds of one causal sequence, and tokens per rank."""
         key = (seqlen, degree)
         hit = self._memo.get(key)
         if hit is None:
-            b = ring_blocks(seqlen, degree) if self.scheme == "ring" and degree > 1 else allgather_blocks(seqlen, degree)
-            fwd, bwd = self._grid.block(b.q, b.k, b.causal).sum(-1) * self._attn_scale
-            hit = (fwd, bwd, tokens(seqlen, degree).astype(np.float64))
+            b = self._scheme.blocks(shard_layout((0, seqlen), degree), causal=True)
+            fwd, bwd = self._grid.block(b.q_len, b.k_len, b.causal).sum(-1)[..., 0] * self._attn_scale
+            if b.head_share != 1.0:
+                fwd, bwd = fwd * b.head_share, bwd * b.head_share
+            hit = (fwd, bwd, tokens_per_rank(seqlen, degree).astype(np.float64))
             self._memo[key] = hit
         return hit
 
     # ------------------------------------------------------------------ CostFn
     def group_time(self, seqlens: Sequence[int], degree: int) -> float:
-        """Seconds for ``degree`` ranks to run forward+backward (all layers) on ``seqlens``."""
+        """Seconds for ``degree`` ranks to run forward+backward (all layers) on ``seqlens``.
+
+        ``inf`` for a degree the scheme cannot run for this model (:meth:`check_degree`), so
+        planners that minimise time never choose it.
+        """
         degree = int(degree)
         if degree < 1 or degree > self.world_size:
             raise FcpTuneError(f"degree must be in [1, {self.world_size}], got {degree}")
+        if not self._scheme.feasible(degree, self.model):
+            return math.inf  # the scheme cannot run it (ulysses: degree must divide H_kv): never the cheapest
         fwd = bwd = cnt = 0.0
         for length, times in Counter(int(x) for x in seqlens).items():
             if length < 0:
@@ -194,23 +201,31 @@ class CostModel:
         core = max(0.0, self._core_s_per_token + self._core_slope * (degree - 1))
         linear = cnt * (self._lin_s_per_token + layers * core) + self._wave_s
         if degree == 1:
-            return float(layers * (fwd[0] + bwd[0]) + linear[0])
-        kv, dkv = self._kv_bytes()
-        width = float(cnt.max())
-        if self.scheme == "allgather":
-            comm = self._comm.time("all_gather", degree, degree * width * kv)
-            comm += self._comm.time("reduce_scatter", degree, degree * width * dkv)
-            return float(np.max(layers * (fwd + bwd + comm) + linear))
-        p_kv = self._comm.time("p2p_ring", degree, width * kv)
-        p_dkv = self._comm.time("p2p_ring", degree, width * dkv)
-        steps_f, steps_b = fwd.max(axis=1), bwd.max(axis=1)
-        kv_in_flight = np.full(degree, p_kv)
-        kv_in_flight[-1] = 0.0
-        dkv_in_flight = np.full(degree, p_dkv)
-        dkv_in_flight[0] = 0.0
-        t_fwd = np.maximum(steps_f, kv_in_flight).sum()
-        t_bwd = np.maximum(steps_b, kv_in_flight + dkv_in_flight).sum() + p_dkv
-        return float(layers * (t_fwd + t_bwd) + linear.max())
+            return float(layers * (fwd.sum(axis=0)[0] + bwd.sum(axis=0)[0]) + linear[0])
+        steps = self._scheme.comm_steps(degree, float(cnt.max()), self.model)
+        if not self._scheme.lockstep:
+            comm = 0.0
+            for c in steps:
+                comm += self._comm.time(c.op, degree, c.nbytes)
+            return float(np.max(layers * (fwd.sum(axis=0) + bwd.sum(axis=0) + comm) + linear))
+        phases = []
+        for phase, compute in (("forward", fwd), ("backward", bwd)):
+            overlap, exposed = np.zeros(compute.shape[0]), 0.0
+            for c in steps:
+                if c.phase == phase:
+                    t = self._comm.time(c.op, degree, c.nbytes)
+                    if c.during:
+                        overlap[list(c.during)] += t
+                    else:
+                        exposed += t
+            phases.append(np.maximum(compute.max(axis=1), overlap).sum() + exposed)
+        return float(layers * (phases[0] + phases[1]) + linear.max())
+
+    def check_degree(self, degree: int) -> None:
+        """Raise :class:`FcpTuneError` naming the scheme's rule when it cannot run ``degree`` for the model."""
+        why = self._scheme.degree_error(int(degree), self.model.heads, self.model.kv_heads)
+        if why is not None:
+            raise FcpTuneError(f"scheme {self.scheme}: {why}")
 
     # ------------------------------------------------------------------ whole steps
     def grad_sync_time(self, ranks: int | None = None) -> float:
@@ -230,20 +245,53 @@ class CostModel:
         """Peak activation bytes on the busiest rank of a group.
 
         All layers' activations, the logits (model dtype) and their fp32 copy for the loss,
-        and for the allgather scheme the gathered K/V every layer keeps for backward.
+        and what the scheme keeps per layer for backward (:meth:`~fcp_tune.schemes.base.Scheme.kept_bytes`:
+        allgather the gathered K/V, ulysses the head-layout output).
         """
         lengths = [int(x) for x in seqlens if int(x) > 0]
         if not lengths:
             return 0.0
-        cnt = sum(tokens(length, degree) for length in lengths)
+        cnt = tokens_per_rank(lengths, degree).sum(axis=0)
         m = self.model
         per_rank = float(np.max(cnt)) * (self._act_per_token_layer * m.layers + m.vocab_size * (m.dtype_bytes + 4))
-        if self.scheme == "allgather" and degree > 1:
-            per_rank += self.model.layers * degree * float(np.max(cnt)) * self.model.kv_bytes_per_token()
+        kept = self._scheme.kept_bytes(degree, cnt, m)
+        if kept:
+            per_rank += m.layers * kept
         return per_rank
 
-    def predict(self, plan: Any, seqlens: Sequence[int]) -> Prediction:
-        """Step time, per-rank busy time and peak memory, ideal time and efficiency of ``plan``."""
+    def sequence_work(self, seqlen: int, token_budget: int | None = None) -> float:
+        """Least rank-seconds of one sequence alone: ``min d * (group_time([L], d) - wave_s)``.
+
+        Over the degrees that fit it, from its memory minimum ``m = ceil(L / token_budget)``
+        (1 without a budget) up to ``min(N, 2 m)``; more ranks only add communication and
+        shrink kernels. The per-call fixed cost is left out (a perfect plan pays it once per
+        rank, see :meth:`ideal_time`). Memoised per (length, budget).
+        """
+        key = ("work", int(seqlen), token_budget)
+        hit = self._memo.get(key)
+        if hit is None:
+            m = 1 if token_budget is None else max(1, -(-int(seqlen) // int(token_budget)))
+            top = min(self.world_size, 2 * m)
+            hit = min((d * (self.group_time([int(seqlen)], d) - self._wave_s) for d in range(m, top + 1)),
+                      default=float("inf"))
+            self._memo[key] = hit
+        return hit
+
+    def ideal_time(self, seqlens: Sequence[int], ranks: int, token_budget: int | None = None) -> float:
+        """The bound no plan beats: all work at its cheapest fitting degree spread over ``ranks``.
+
+        ``sum(sequence_work) / ranks`` plus the fixed per-call cost once, the gradient
+        all-reduce and the optimizer step.
+        """
+        work = sum(self.sequence_work(int(x), token_budget) for x in seqlens)
+        return work / ranks + self._wave_s + self.grad_sync_time(ranks) + self.optimizer_time()
+
+    def predict(self, plan: Plan, seqlens: Sequence[int], token_budget: int | None = None) -> Prediction:
+        """Step time, per-rank busy time and peak memory, ideal time and efficiency of ``plan``.
+
+        ``token_budget`` (the policy's) sets the degrees the ideal bound may use; without it
+        every sequence is costed on one rank.
+        """
         n = plan.world_size
         if n > self.world_size:
             raise FcpTuneError(f"plan has {n} ranks but the cost model was built for {self.world_size}")
@@ -254,6 +302,7 @@ class CostModel:
             mem = np.zeros(n)
             times = []
             for g in wave.groups:
+                self.check_degree(g.size)
                 lens = [int(seqlens[s]) for s in g.seq_ids]
                 times.append(self.group_time(lens, g.size))
                 row[g.start : g.start + g.size] = times[-1]
@@ -266,9 +315,7 @@ class CostModel:
         fixed = sync + opt
         # Waves are not synchronised: a group starts when its ranks are free (critical path).
         step = max(finish_times(plan, group_times), default=0.0) + fixed
-        # One wave per rank at best: the per-call fixed cost counts once, not once per sequence.
-        work = sum(self.group_time([int(x)], 1) - self._wave_s for x in seqlens)
-        ideal = work / n + self._wave_s + fixed
+        ideal = self.ideal_time(seqlens, n, token_budget)
         return Prediction(
             wave_times=tuple(waves), rank_busy=tuple(busy), grad_sync_s=sync, optimizer_s=opt, step_time=step,
             peak_memory_bytes=tuple(float(x) + self.static_memory() for x in peak),

@@ -23,9 +23,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
     The text goes to a temporary file in the same directory, is flushed and fsynced,
     then renamed over the target (``os.replace`` is atomic on POSIX). Parent
-    directories are created.
+    directories are created. A symbolic link is written through (its target is
+    replaced, the link stays), as editors do.
     """
     target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

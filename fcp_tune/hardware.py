@@ -1,8 +1,8 @@
 """Hardware facts for a profile: GPUs through NVML when there is a driver, the CPU otherwise.
 
 :func:`collect_hardware` never fails: NVML missing (no library, no driver, no
-``pynvml``) is recorded as ``nvml: "unavailable: <reason>"`` next to the CPU model and
-core count; a single NVML query that a device does not support is recorded as ``null``.
+``pynvml``: nvidia-ml-py is the optional ``gpu`` extra, ``pip install "fcp-tune[gpu]"``)
+is recorded as ``nvml: "unavailable: <reason>"`` next to the CPU model and core count; a single NVML query that a device does not support is recorded as ``null``.
 The result is a plain dict of str/int/float/bool/None/list/dict (YAML and JSON safe).
 """
 
@@ -81,7 +81,8 @@ def nvml_info() -> dict[str, Any]:
     try:
         import pynvml as nv
     except ImportError as exc:
-        return {"nvml": f"unavailable: pynvml not importable ({exc})"}
+        # nvidia-ml-py is the optional ``gpu`` extra: a CPU install records no GPU facts.
+        return {"nvml": f"unavailable: pynvml not importable ({exc}; pip install 'fcp-tune[gpu]')"}
     try:
         nv.nvmlInit()
     except Exception as exc:  # noqa: BLE001 - LibraryNotFound, DriverNotLoaded, ...: no GPU facts

@@ -3,9 +3,14 @@
 A :class:`Policy` answers one question per sequence, "how many ranks must (or should)
 process it?", and carries the two limits every plan honours: the world size ``N`` and the
 per-rank ``token_budget`` (the most tokens one rank may hold in one wave, a memory limit).
-Four kinds, from the baseline to the method fcp-tune implements:
+Five kinds, from the baselines to the method fcp-tune implements (each is one entry of
+:data:`fcp_tune.policy_kinds.KINDS`: its degree rule, its planner):
 
-- ``static``: one CP degree for every sequence (Megatron-LM static CP; DP = N // degree).
+- ``megatron``: Megatron-LM static CP as its users run it: one CP degree dividing N
+  (DP = N / CP), sequences padded to a multiple of ``2 * degree`` and packed first fit, in
+  arrival order, into micro-batches of ``degree * token_budget`` tokens;
+- ``static``: one CP degree for every sequence, planned by fcp-tune's cost-balanced
+  static planner (a stronger baseline than Megatron-LM's token packing);
 - ``pow2``: ``ceil_pow2(min_degree(L))`` (Megatron-Core dynamic CP: powers of two only).
 - ``thresholds``: a length lookup table (``boundaries`` / ``degrees``), any integer degrees;
   typically tuned offline for one workload.
@@ -19,21 +24,27 @@ naming the field, at construction time, so a bad file fails on load rather than 
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.fileio import check_document, read_document, write_yaml
-from fcp_tune.layout import tokens_per_rank
+from fcp_tune.schemes import SCHEMES
+from fcp_tune.schemes.layout import tokens_per_rank
+from fcp_tune.policy_kinds import KINDS, ceil_pow2, kind_of  # noqa: F401 (ceil_pow2 re-exported)
 
 POLICY_SCHEMA = "fcp-tune/policy"
 POLICY_SCHEMA_VERSIONS = (1,)
-POLICY_KINDS = ("static", "pow2", "thresholds", "adaptive")
-SCHEMES = ("allgather", "ring")
+POLICY_KINDS = tuple(KINDS)
+# Adaptive plans' group vocabulary (fcp_tune.planner.vocab and docs/POLICIES.md): at most 24
+# communicators per rank (<= 16.5 GB even if all were created, at NCCL's ~688 MB each on
+# A100; created lazily, plans use far fewer), nodes of 8 GPUs.
+DEFAULT_MAX_COMMUNICATORS = 24
+DEFAULT_GPUS_PER_NODE = 8
 
 _TOP_KEYS = (
     "schema",
@@ -44,13 +55,10 @@ _TOP_KEYS = (
     "scheme",
     "degree",
     "thresholds",
+    "max_communicators",
+    "gpus_per_node",
     "metadata",
 )
-
-
-def ceil_pow2(n: int) -> int:
-    """The smallest power of two >= ``n`` (1 for ``n <= 1``)."""
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
 def min_degree_for(seqlen: int, token_budget: int) -> int:
@@ -58,7 +66,7 @@ def min_degree_for(seqlen: int, token_budget: int) -> int:
 
     This is ``ceil(seqlen / token_budget)`` for every even budget (provably: a rank holds
     two chunks of at most ``budget/2`` tokens each). With an odd budget the exact chunking
-    of :mod:`fcp_tune.layout` can put ``budget + 1`` tokens on one rank at that degree;
+    of :mod:`fcp_tune.schemes.layout` can put ``budget + 1`` tokens on one rank at that degree;
     one more rank then suffices (a few more if the budget is below the degree). Using the
     exact rule keeps the planner's memory check and
     :meth:`Plan.validate <fcp_tune.planner.Plan.validate>` in agreement.
@@ -136,6 +144,10 @@ class Policy:
     degree: int | None = None
     boundaries: tuple[int, ...] = ()
     degrees: tuple[int, ...] = ()
+    # Adaptive plans use only the group vocabulary (fcp_tune.planner.vocab): node-aligned
+    # groups, at most max_communicators per rank (0: no cap, every contiguous range).
+    max_communicators: int = DEFAULT_MAX_COMMUNICATORS
+    gpus_per_node: int = DEFAULT_GPUS_PER_NODE
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -150,20 +162,29 @@ class Policy:
             )
         put(self, "world_size", _int_field("world_size", self.world_size, source, 1))
         put(self, "token_budget", _int_field("token_budget", self.token_budget, source, 1))
+        put(self, "max_communicators", _int_field("max_communicators", self.max_communicators, source, 0))
+        put(self, "gpus_per_node", _int_field("gpus_per_node", self.gpus_per_node, source, 1))
         if not isinstance(self.scheme, str) or self.scheme not in SCHEMES:
             raise FcpTuneError(
                 f"{source}: field 'scheme' must be one of {', '.join(SCHEMES)}, got {self.scheme!r}"
             )
         n = self.world_size
-        if self.kind == "static":
+        rule = kind_of(self.kind)
+        if rule.takes_degree:
             if self.degree is None:
-                raise FcpTuneError(f"{source}: field 'degree' is required for kind static")
+                raise FcpTuneError(f"{source}: field 'degree' is required for kind {self.kind}")
             d = _int_field("degree", self.degree, source)
             if not 1 <= d <= n:
                 raise FcpTuneError(f"{source}: field 'degree' must be in 1..{n} (world_size), got {d}")
+            if rule.degree_divides_world and n % d:
+                raise FcpTuneError(
+                    f"{source}: field 'degree' must divide world_size {n} for kind {self.kind} "
+                    f"(DP = N / CP), got {d}"
+                )
             put(self, "degree", d)
         elif self.degree is not None:
-            raise FcpTuneError(f"{source}: field 'degree' is only for kind static, not {self.kind}")
+            takers = ", ".join(k for k, r in KINDS.items() if r.takes_degree)
+            raise FcpTuneError(f"{source}: field 'degree' is only for kinds {takers}, not {self.kind}")
         if not isinstance(self.boundaries, (tuple, list)) or not isinstance(self.degrees, (tuple, list)):
             raise FcpTuneError(f"{source}: fields 'boundaries' and 'degrees' must be sequences of integers")
         bounds = tuple(_int_field("boundaries", b, source) for b in self.boundaries)
@@ -219,21 +240,21 @@ class Policy:
         its power of two does not fit the world.
         """
         m = self.min_degree(seqlen)
-        if self.kind == "static":
-            d = max(int(self.degree), m)  # type: ignore[arg-type]
-        elif self.kind == "pow2":
-            d = ceil_pow2(m)
-        elif self.kind == "thresholds":
-            d = max(self.degrees[bisect.bisect_left(self.boundaries, seqlen)], m)
-        else:
-            d = m
+        rule = kind_of(self.kind)
+        d = int(rule.wanted(self, np.array([int(seqlen)], dtype=np.int64), np.array([m], dtype=np.int64))[0])
+        if d < m and not rule.raise_to_min:
+            raise FcpTuneError(
+                f"sequence of length {seqlen} does not fit {self.kind} degree {d}: it needs {m} ranks at "
+                f"token_budget {self.token_budget} (set a larger degree)"
+            )
+        d = max(d, m)
         wanted = d
         if d > m:
-            d = fitting_degree(int(seqlen), d, self.token_budget, self.kind == "pow2", self.world_size)
+            d = fitting_degree(int(seqlen), d, self.token_budget, rule.pow2, self.world_size)
         if d > self.world_size:
             if m > self.world_size:
                 why = f"it needs {m} ranks at token_budget {self.token_budget}"
-            elif self.kind == "pow2" and wanted > self.world_size:
+            elif rule.pow2 and wanted > self.world_size:
                 why = f"its power-of-two degree {wanted} exceeds it"
             else:
                 why = (
@@ -255,7 +276,7 @@ class Policy:
         top = n * b if max_seqlen is None else max(1, min(int(max_seqlen), n * b))
         max_m = min_degree_for(top, b)  # min degree is non-decreasing in the length
         out: set[int] = set()
-        if b % 2 and b <= n and self.kind != "adaptive" and top <= 2_000:
+        if b % 2 and b <= n and kind_of(self.kind).aligned and top <= 2_000:
             # Tiny odd budget: a raised degree may skip to the next that fits; enumerate.
             for length in range(1, top + 1):
                 try:
@@ -263,23 +284,9 @@ class Policy:
                 except ValueError:
                     pass
             return tuple(sorted(out))
-        if self.kind == "adaptive":
-            out.update(range(1, min(max_m, n) + 1))
-        elif self.kind == "pow2":
-            out.update(p for p in (ceil_pow2(m) for m in range(1, max_m + 1)) if p <= n)
-        elif self.kind == "static":
-            out.add(int(self.degree))  # type: ignore[arg-type]
-            out.update(range(int(self.degree) + 1, min(max_m, n) + 1))  # type: ignore[arg-type]
-        else:
-            lows = (0,) + self.boundaries
-            highs = self.boundaries + (top,)
-            for deg, lo, hi in zip(self.degrees, lows, highs):
-                if lo >= top:
-                    break
-                m_lo, m_hi = min_degree_for(lo + 1, b), min_degree_for(min(hi, top), b)
-                out.update(max(deg, m) for m in range(m_lo, m_hi + 1) if max(deg, m) <= n)
+        out.update(d for d in kind_of(self.kind).possible(self, top, max_m) if d <= n)
         if b % 2 and b <= n and out:  # too many lengths to enumerate: a superset will do
-            if self.kind == "pow2":
+            if kind_of(self.kind).pow2:
                 out.update(1 << k for k in range(n.bit_length()))
             else:
                 out.update(range(min(out), n + 1))
@@ -300,11 +307,14 @@ class Policy:
             "token_budget": self.token_budget,
             "scheme": self.scheme,
         }
-        if self.kind == "static":
+        if kind_of(self.kind).takes_degree:
             out["degree"] = self.degree
         if self.kind == "thresholds":
             maxes: list[int | None] = list(self.boundaries) + [None]
             out["thresholds"] = [{"max_len": m, "degree": d} for m, d in zip(maxes, self.degrees)]
+        if (self.max_communicators, self.gpus_per_node) != (DEFAULT_MAX_COMMUNICATORS, DEFAULT_GPUS_PER_NODE):
+            out["max_communicators"] = self.max_communicators
+            out["gpus_per_node"] = self.gpus_per_node
         out["metadata"] = _plain(self.metadata)
         return out
 
@@ -349,6 +359,8 @@ class Policy:
             "degree": d.get("degree"),
             "boundaries": tuple(boundaries),
             "degrees": tuple(degrees),
+            "max_communicators": d.get("max_communicators", DEFAULT_MAX_COMMUNICATORS),
+            "gpus_per_node": d.get("gpus_per_node", DEFAULT_GPUS_PER_NODE),
             "metadata": metadata,
         }
         for key, value in values.items():

@@ -3,14 +3,14 @@
 :func:`validate` trains a few steps of every policy with the bundled executor
 (:func:`fcp_tune.executor.run_training`, policies interleaved step by step in one process
 set, planning with a :class:`~fcp_tune.costmodel.CostModel` built from the profile) and
-then, for every policy and step, re-plans the same global batch
-(``BatchSampler(workload, seed).batch(step)``, same policy, same cost; the planner is
-deterministic and the plan digests must match the executed ones) and compares:
+then, for every policy and step, takes the batch and the plan the executor recorded (their
+digest must match the executed one; nothing is re-sampled or re-planned) and compares:
 
 - **step time**: the slowest rank's wall time of the step against ``predict(...).step_time``
   (the plan's groups, gradient all-reduce and optimizer). Planning is excluded by default: the cost
-  model prices executing a plan, not making one (FCP plans ahead of the step); the
-  planner's milliseconds are reported next to it, and ``include_planning`` counts them;
+  model prices executing a plan, not making one (the executor plans ahead of the step, on a
+  background thread); the planner's milliseconds are reported next to it, and
+  ``include_planning`` counts the part of them that was not hidden;
 - **busy time per rank**: the seconds the rank spent in its groups (forward + backward,
   context-parallel communication and in-group waits: ``StepRecord.waves_s``) against the
   predicted sum over waves of its group's time.
@@ -32,10 +32,10 @@ from typing import Any, Callable, Optional, Sequence
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
-from fcp_tune.planner import plan_batch
+from fcp_tune.planner import Plan, plan_batch
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import Profile
-from fcp_tune.workload import BatchSampler, Workload
+from fcp_tune.workload import Workload
 
 TARGET_MAPE_PCT = 10.0  # the issue's target at 2 local processes (the FCP paper reports 4-8 %)
 BUNDLED_CPU_PROFILE = "cpu-epyc-2proc-tiny.yaml"
@@ -45,13 +45,15 @@ def default_profile_path(model: str, world_size: int, search: Sequence[Path] | N
     """The profile ``fcp-tune validate`` uses when none is named.
 
     The newest *measured* profile (by its ``created`` stamp) in ``./profiles`` or the
-    repository's ``profiles/`` that was taken on this host (``hardware.hostname``) for
+    bundled profiles (package data) that was taken on this host (``hardware.hostname``) for
     ``model`` with at least ``world_size`` ranks; else the bundled
     ``profiles/cpu-epyc-2proc-tiny.yaml``. Unreadable files are skipped.
     """
     from fcp_tune.profile.schema import load_profile
 
-    dirs = list(search) if search is not None else [Path("profiles"), Path(__file__).resolve().parents[1] / "profiles"]
+    from fcp_tune.profile.bundled import bundled_profiles_dir
+
+    dirs = list(search) if search is not None else [Path("profiles"), bundled_profiles_dir()]
     host = socket.gethostname()
     best: tuple[str, Path] | None = None
     seen: set[Path] = set()
@@ -246,21 +248,28 @@ def compare_step(
 ) -> StepValidation:
     """Compare one executed step (a :class:`~fcp_tune.executor.runner.StepSummary`) with its prediction.
 
-    Re-plans ``batch`` with ``policy`` and ``plan_cost`` (what the executor planned with)
-    and raises ``RuntimeError`` if the plan's digest differs from the executed one.
+    Uses the plan and batch the executor recorded (``summary.plan`` / ``summary.seqlens``);
+    a summary without them is re-planned from ``batch`` with ``policy`` and ``plan_cost``.
+    Raises ``RuntimeError`` if the plan's digest differs from the executed one.
     """
     world = policy.world_size
-    plan = plan_batch(batch, policy, world, cost=plan_cost)
+    if getattr(summary, "seqlens", None) is not None:
+        batch = summary.seqlens
+    recorded = getattr(summary, "plan", None)
+    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, world, cost=plan_cost)
     if plan.digest() != summary.plan_digest:
+        how = "the recorded plan has" if recorded is not None else "re-planning gave"
         raise RuntimeError(
-            f"step {summary.step} of {name or policy.kind}: re-planning gave digest {plan.digest()} but the "
+            f"step {summary.step} of {name or policy.kind}: {how} digest {plan.digest()} but the "
             f"executor ran {summary.plan_digest} (planner not deterministic, or another batch/cost)"
         )
     pred = predictor.predict(plan, batch)
     plan_s = max(summary.plan_s) if summary.plan_s else summary.plan_ms / 1e3
-    # Ranks plan at the same time and then synchronise (digest check), so the slowest
-    # rank's wall minus the slowest planning is the step's execution time.
-    measured = summary.wall_s if include_planning else summary.wall_s - plan_s
+    # Ranks wait for their plans (made ahead, in the background, or inline) and then
+    # synchronise (digest check), so the slowest rank's wall minus the slowest wait for a
+    # plan is the step's execution time.
+    waited = max(summary.plan_wait_s) if getattr(summary, "plan_wait_s", ()) else plan_s
+    measured = summary.wall_s if include_planning else summary.wall_s - waited
     busy_pred = tuple(float(sum(w[r] for w in pred.rank_busy)) for r in range(world))
     busy_meas = tuple(float(x) for x in summary.waves_s)
     if len(busy_meas) != world:
@@ -320,12 +329,10 @@ def validate(
     load_after = _load()
     if report is None:
         return None
-    sampler = BatchSampler(workload, seed=seed)
-    batches = [sampler.batch(s) for s in range(steps)]
-    results = []
+    results = []  # the executor recorded every step's batch and plan: nothing is re-sampled or re-planned
     for (name, policy), result in zip(cfg.policies, report.results):
         rows = tuple(
-            compare_step(s, batches[s.step], policy, plan_cost, predictors[policy.scheme],
+            compare_step(s, s.seqlens, policy, plan_cost, predictors[policy.scheme],
                          warmup=s.step < warmup, include_planning=include_planning, name=name)
             for s in result.steps
         )

@@ -7,6 +7,7 @@ import torch
 
 from fcp_tune.attention import cp_attention, shard, unshard
 from fcp_tune.attention.reference import reference_attention
+from fcp_tune.schemes import SCHEMES
 
 
 def _qkv(T, hq=4, hkv=2, d=8, dtype=torch.float64):
@@ -14,7 +15,7 @@ def _qkv(T, hq=4, hkv=2, d=8, dtype=torch.float64):
     return [torch.randn(T, h, d, generator=g, dtype=dtype) for h in (hq, hkv, hkv)]
 
 
-@pytest.mark.parametrize("scheme", ["allgather", "ring"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("causal", [True, False])
 def test_single_process_matches_reference(scheme, causal):
     cu = [0, 1, 9, 10, 42]
@@ -66,8 +67,14 @@ def test_bad_input_raises_value_error(mutate, match):
 
 def test_unknown_scheme():
     q, k, v = _qkv(4)
-    with pytest.raises(ValueError, match="unknown scheme 'ulysses'"):
-        cp_attention(q, k, v, [0, 4], scheme="ulysses")
+    with pytest.raises(ValueError, match="unknown scheme 'nope'; expected one of allgather, ring, ulysses"):
+        cp_attention(q, k, v, [0, 4], scheme="nope")
+
+
+def test_every_scheme_has_an_autograd_function():
+    from fcp_tune.attention.api import FUNCTIONS
+
+    assert set(FUNCTIONS) == set(SCHEMES)
 
 
 def test_shard_checks_total():

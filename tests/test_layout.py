@@ -1,35 +1,42 @@
-"""Chunk boundaries and shard layouts: pure functions, no process group."""
+"""The one vectorised layout (fcp_tune.schemes.layout): chunk boundaries, loads, shards; no process group."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fcp_tune.layout import (
+from fcp_tune.schemes.layout import (
     chunk_bounds,
+    fits,
     max_tokens_per_rank,
-    seq_shard,
+    rank_loads,
+    rule_capacity,
+    rule_sizes,
     shard_layout,
+    surely_fits,
     tokens_per_rank,
     validate_cu_seqlens,
 )
 
 
 def test_chunk_bounds_examples():
-    assert chunk_bounds(8, 2) == (0, 2, 4, 6, 8)
-    assert chunk_bounds(7, 3) == (0, 1, 2, 3, 4, 5, 7)
-    assert chunk_bounds(1, 3) == (0, 0, 0, 0, 0, 0, 1)
-    assert chunk_bounds(0, 2) == (0, 0, 0, 0, 0)
+    assert chunk_bounds(8, 2).tolist() == [0, 2, 4, 6, 8]
+    assert chunk_bounds(7, 3).tolist() == [0, 1, 2, 3, 4, 5, 7]
+    assert chunk_bounds(1, 3).tolist() == [0, 0, 0, 0, 0, 0, 1]
+    assert chunk_bounds(0, 2).tolist() == [0, 0, 0, 0, 0]
+    assert chunk_bounds([8, 7], 2).tolist() == [[0, 2, 4, 6, 8], [0, 1, 3, 5, 7]]  # many sequences at once
 
 
 def test_zigzag_assignment():
     # d=3, L=12: chunks of 2; rank 0 holds chunks 0 and 5, rank 2 holds 2 and 3
-    assert seq_shard(12, 3, 0).early == (0, 2) and seq_shard(12, 3, 0).late == (10, 12)
-    assert seq_shard(12, 3, 2).early == (4, 6) and seq_shard(12, 3, 2).late == (6, 8)
-    assert tokens_per_rank(12, 3) == (4, 4, 4)
-    assert tokens_per_rank(1, 2) == (1, 0)  # L < 2d: a rank may hold nothing
+    shards = shard_layout([0, 12], 3).shards
+    assert shards[0][0].early == (0, 2) and shards[0][0].late == (10, 12)
+    assert shards[2][0].early == (4, 6) and shards[2][0].late == (6, 8)
+    assert tokens_per_rank(12, 3).tolist() == [4, 4, 4]
+    assert tokens_per_rank(1, 2).tolist() == [1, 0]  # L < 2d: a rank may hold nothing
 
 
 @settings(max_examples=200, deadline=None)
@@ -39,7 +46,7 @@ def test_layout_is_a_partition(seqlens, d):
     for n in seqlens:
         cu.append(cu[-1] + n)
     layout = shard_layout(cu, d)
-    everything = sorted(i for r in range(d) for i in layout.global_indices(r))
+    everything = sorted(i for r in range(d) for i in layout.global_indices(r).tolist())
     assert everything == list(range(cu[-1]))
     assert sum(layout.counts) == cu[-1]
     for L in seqlens:
@@ -47,7 +54,22 @@ def test_layout_is_a_partition(seqlens, d):
         assert max(per) - min(per) <= 2  # balanced within rounding
         b = chunk_bounds(L, d)
         assert all(b[i] <= b[i + 1] for i in range(2 * d)) and b[0] == 0 and b[-1] == L
+        # the rows a rank holds: chunk i then chunk 2d-1-i
+        for r in range(d):
+            assert per[r] == (b[r + 1] - b[r]) + (b[2 * d - r] - b[2 * d - 1 - r])
     assert max_tokens_per_rank(seqlens, d) == (max(layout.counts) if layout.counts else 0)
+    assert rank_loads(seqlens, d).tolist() == list(layout.counts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=6), st.integers(1, 9), st.integers(1, 300))
+def test_sufficient_memory_rule_implies_the_exact_check(seqlens, d, budget):
+    lengths = np.asarray(seqlens)
+    total = int(rule_sizes(lengths, d).sum())
+    assert surely_fits(int(lengths.sum()), len(seqlens), d, budget) == (total <= rule_capacity(d, budget))
+    if total <= rule_capacity(d, budget):
+        assert fits(seqlens, d, budget)
+    assert fits(seqlens, d, budget) == (max_tokens_per_rank(seqlens, d) <= budget)
 
 
 @settings(max_examples=50, deadline=None)
@@ -61,7 +83,7 @@ def test_shard_unshard_roundtrip_without_group(seqlens, d):
     layout = shard_layout(cu, d)
     back = torch.empty_like(x)
     for r in range(d):
-        idx = torch.tensor(layout.global_indices(r), dtype=torch.long)
+        idx = torch.from_numpy(layout.global_indices(r))
         back[idx] = x[idx]
         # local order: each sequence's early chunk then late chunk, positions increasing
         for s, sh in enumerate(layout.shards[r]):
@@ -87,4 +109,6 @@ def test_bad_degree():
     with pytest.raises(ValueError, match="degree"):
         chunk_bounds(4, 0)
     with pytest.raises(ValueError, match="rank"):
-        seq_shard(4, 2, 2)
+        shard_layout([0, 4], 2).global_indices(2)
+    with pytest.raises(ValueError, match="lengths must be >= 0"):
+        chunk_bounds([-1], 2)

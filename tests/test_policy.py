@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.layout import tokens_per_rank
+from fcp_tune.schemes.layout import tokens_per_rank
 from fcp_tune.policy import (
     POLICY_KINDS,
     Policy,
@@ -116,7 +116,7 @@ def test_with_world_size():
         ({"world_size": True}, "world_size"),
         ({"token_budget": 0}, "token_budget"),
         ({"token_budget": "4096"}, "token_budget"),
-        ({"scheme": "ulysses"}, "scheme"),
+        ({"scheme": "nope"}, "scheme"),
         ({"kind": "static"}, "degree"),
         ({"kind": "static", "degree": 0}, "degree"),
         ({"kind": "static", "degree": 9}, "degree"),
@@ -184,6 +184,7 @@ def test_from_dict_rejects_non_mapping():
 def test_yaml_round_trip(tmp_path, kind):
     extra = {
         "static": {"degree": 3},
+        "megatron": {"degree": 4},
         "thresholds": {"boundaries": (1000, 5000), "degrees": (1, 3, 6)},
     }.get(kind, {})
     policy = Policy(kind, 8, 2048, scheme="ring", metadata={"tuned_on": "w.yaml", "pred": [1.5, 2]}, **extra)
@@ -194,7 +195,7 @@ def test_yaml_round_trip(tmp_path, kind):
     assert Policy.from_dict(policy.to_dict()) == policy
     doc = yaml.safe_load(path.read_text())
     assert doc["schema"] == "fcp-tune/policy" and doc["schema_version"] == 1
-    assert ("thresholds" in doc) == (kind == "thresholds") and ("degree" in doc) == (kind == "static")
+    assert ("thresholds" in doc) == (kind == "thresholds") and ("degree" in doc) == (kind in ("static", "megatron"))
     assert not list(path.parent.glob(".*.tmp"))  # atomic write leaves no temp file
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import socket
@@ -95,6 +97,21 @@ def test_compare_step_uses_the_replanned_prediction_and_checks_the_digest():
     assert compare_step(_summary(plan, batch), batch, policy, cost, cost, False, include_planning=True).measured_s == 1.0
     with pytest.raises(RuntimeError, match="digest"):
         compare_step(_summary(plan, batch, digest=12345), batch, policy, cost, cost, warmup=False)
+
+
+def test_compare_step_reads_the_recorded_plan_and_batch_without_replanning():
+    cost = CostModel.from_profile(synthetic_profile(world_size=2, model=TINY), TINY, world_size=2)
+    policy = Policy(kind="adaptive", world_size=2, token_budget=256)
+    batch = BatchSampler(load_workload(SMALL_WL, global_batch_tokens=600), seed=0).batch(0)
+    plan = plan_batch(batch, policy, 2, cost)
+    recorded = dataclasses.replace(_summary(plan, batch), plan=plan.to_dict(), seqlens=list(batch),
+                                   plan_wait_s=(0.001, 0.003))
+    row = compare_step(recorded, None, policy, None, cost, warmup=False)  # no batch, no planner cost: nothing re-planned
+    assert row.predicted_s == pytest.approx(cost.predict(plan, batch).step_time)
+    assert row.measured_s == pytest.approx(1.0 - 0.003)  # only the planning the step waited for is excluded
+    other = dict(plan.to_dict(), waves=plan.to_dict()["waves"][::-1] + [[{"start": 0, "size": 1, "seq_ids": [0]}]])
+    with pytest.raises(RuntimeError, match="recorded plan has digest"):
+        compare_step(dataclasses.replace(recorded, plan=other), None, policy, None, cost, warmup=False)
 
 
 # ---------------------------------------------------------------------- which profile

@@ -1,7 +1,8 @@
 """All-gather context-parallel attention (Megatron/TransformerEngine "all_gather" style).
 
 Forward: gather every sequence's K/V inside the group (one padded all-gather for the
-whole packed batch), then attend each local query chunk to its causal prefix.
+whole packed batch), then compute the blocks of :mod:`fcp_tune.schemes.allgather` (each
+local query chunk against its causal prefix).
 Backward: compute dK/dV for the whole gathered K/V locally and reduce-scatter them home.
 Memory: the gathered K/V of the group's batch is kept for the backward pass.
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from fcp_tune.attention.blocks import allgather_passes
+from fcp_tune.attention.blocks import backward_passes, forward_passes, rank_passes
 from fcp_tune.attention.comm import GroupInfo, gather_global, scatter_sum_home
-from fcp_tune.attention.kernels import acc_dtype, block_backward, block_forward
-from fcp_tune.attention.merge import merge_into, new_accumulators, ranges_to_rows
-from fcp_tune.layout import ShardLayout
+from fcp_tune.attention.kernels import acc_dtype
+from fcp_tune.attention.merge import new_accumulators
+from fcp_tune.schemes.layout import ShardLayout
 
 
 class AllGatherAttention(torch.autograd.Function):
@@ -25,11 +26,9 @@ class AllGatherAttention(torch.autograd.Function):
         dk_dim = k.shape[-1]
         full, idx = gather_global(torch.cat([k, v], -1), layout, info)
         k_full, v_full = full[..., :dk_dim], full[..., dk_dim:]
-        passes = allgather_passes(layout, info.rank, causal)
+        (passes,) = rank_passes("allgather", layout, causal, info.rank)
         out_acc, lse_acc = new_accumulators(q.shape[0], q.shape[1], v.shape[-1], acc_dtype(q.dtype), q.device)
-        for p in passes:
-            o, l = block_forward(q, k_full, v_full, p.q_ranges, p.k_ranges, p.causal, scale)
-            merge_into(out_acc, lse_acc, ranges_to_rows(p.q_ranges, q.device), o, l)
+        forward_passes(passes, q, k_full, v_full, out_acc, lse_acc, scale)
         out = out_acc.to(q.dtype)
         ctx.save_for_backward(q, k_full, v_full, out, lse_acc)
         ctx.meta = (layout, info, passes, scale, idx)
@@ -45,15 +44,7 @@ class AllGatherAttention(torch.autograd.Function):
             (k_full.shape[0], k_full.shape[1], k_full.shape[-1] + v_full.shape[-1]), dtype=adt, device=q.device
         )
         dk_dim = k_full.shape[-1]
-        for p in passes:
-            rows = ranges_to_rows(p.q_ranges, q.device)
-            dq_b, dk_b, dv_b = block_backward(
-                dout.index_select(0, rows), q, k_full, v_full, out.index_select(0, rows),
-                lse.index_select(1, rows), p.q_ranges, p.k_ranges, p.causal, scale,
-            )
-            dq.index_add_(0, rows, dq_b)
-            dkv_full[..., :dk_dim] += dk_b
-            dkv_full[..., dk_dim:] += dv_b
+        backward_passes(passes, dout, q, k_full, v_full, out, lse, scale, dq, dkv_full[..., :dk_dim], dkv_full[..., dk_dim:])
         mine = scatter_sum_home(dkv_full, idx, layout, info)
         dk, dv = mine[..., :dk_dim], mine[..., dk_dim:]
         return dq.to(q.dtype), dk.to(q.dtype), dv.to(q.dtype), None, None, None, None

@@ -3,7 +3,7 @@
 Tensors are packed variable-length ``(T, H, D)``; ``cu_seqlens`` is the *global*
 cumulative-length vector ``(B+1,)`` of the sequences the group processes. Each sequence is
 cut into ``2d`` chunks for a group of ``d`` ranks and rank ``i`` holds chunks ``i`` and
-``2d-1-i`` (see :mod:`fcp_tune.layout`). A group of size 1 (or no process group at all)
+``2d-1-i`` (see :mod:`fcp_tune.schemes.layout`). A group of size 1 (or no process group at all)
 computes locally and never communicates.
 """
 
@@ -19,9 +19,12 @@ from fcp_tune.attention.allgather import AllGatherAttention
 from fcp_tune.attention.comm import GroupInfo, gather_global, group_info, rank_index, scatter_sum_home
 from fcp_tune.attention.kernels import default_scale
 from fcp_tune.attention.ring import RingAttention
-from fcp_tune.layout import ShardLayout, shard_layout, validate_cu_seqlens
+from fcp_tune.attention.ulysses import UlyssesAttention
+from fcp_tune.schemes import get_scheme
+from fcp_tune.schemes.layout import ShardLayout, shard_layout, validate_cu_seqlens
 
-SCHEMES = ("allgather", "ring")
+# The autograd function that executes each scheme of :mod:`fcp_tune.schemes`.
+FUNCTIONS = {"allgather": AllGatherAttention, "ring": RingAttention, "ulysses": UlyssesAttention}
 CuSeqlens = Union[torch.Tensor, Sequence[int]]
 
 
@@ -139,18 +142,19 @@ def cp_attention(
             process when ``torch.distributed`` is not initialised). Every rank of the group
             must call this, even one that holds no tokens.
         causal: causal (decoder) attention; positions are each sequence's own.
-        scheme: ``"allgather"`` (gather K/V, reduce-scatter dK/dV) or ``"ring"`` (rotate K/V
-            point-to-point, overlapping transfer with compute). Same result.
+        scheme: a name of :data:`fcp_tune.schemes.SCHEMES`: ``"allgather"`` (gather K/V,
+            reduce-scatter dK/dV), ``"ring"`` (rotate K/V point-to-point, overlapping transfer
+            with compute) or ``"ulysses"`` (all-to-all tokens <-> heads; the group size must
+            divide ``H_kv``, hence ``H_q``). Same result.
         scale: softmax scale, default ``1/sqrt(D)``.
 
     Returns:
         The attention output for the local queries, ``(T_local, H_q, D)``, dtype of q.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    spec = get_scheme(scheme)
     _check_qkv(q, k, v)
     cu, info, layout = _resolve(cu_seqlens, group)
     _check_local("q", q, cu, info, layout)
+    spec.check_degree(info.size, q.shape[1], k.shape[1])
     scale = default_scale(q.shape[-1]) if scale is None else float(scale)
-    fn = AllGatherAttention if scheme == "allgather" else RingAttention
-    return fn.apply(q, k, v, layout, info, causal, scale)
+    return FUNCTIONS[spec.name].apply(q, k, v, layout, info, causal, scale)

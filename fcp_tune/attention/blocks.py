@@ -1,14 +1,24 @@
-"""Which (query rows, key rows) blocks each scheme computes: pure functions of the layout.
+"""The kernel calls of one rank: its scheme's blocks (:mod:`fcp_tune.schemes`) grouped into passes.
 
-Every block is either *full* or a *causal square* (see ``kernels``), so no kernel ever
-needs a bottom-right-aligned mask. Query rows are in the rank's local packed tensor.
+The blocks themselves are defined once, torch-free, by the scheme object; this module only
+turns the rank's non-empty blocks of one step into :class:`Pass` es (one kernel call each):
+full blocks first, then causal squares, each in (sequence, slot) order, and runs them
+(:func:`forward_passes`, :func:`backward_passes`) for every autograd function.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from fcp_tune.layout import ShardLayout
+import numpy as np
+import torch
+
+from fcp_tune.attention.kernels import block_backward, block_forward
+from fcp_tune.attention.merge import merge_into, ranges_to_rows
+from fcp_tune.schemes import get_scheme
+from fcp_tune.schemes.base import Blocks
+from fcp_tune.schemes.layout import ShardLayout
 
 Range = tuple[int, int]
 
@@ -22,71 +32,55 @@ class Pass:
     causal: bool
 
 
-def _nonempty(q: Range, k: Range) -> bool:
-    return q[1] > q[0] and k[1] > k[0]
+def passes(blocks: Blocks, rank: int, step: int) -> tuple[Pass, ...]:
+    """The non-empty blocks of ``rank`` at ``step``, as at most two passes (full, then causal)."""
+    q0, q1 = blocks.q0[step, rank], blocks.q1[step, rank]
+    k0, k1 = blocks.k0[step, rank], blocks.k1[step, rank]
+    live = (q1 > q0) & (k1 > k0)
+    out = []
+    for causal in (False, True):
+        sel = live & (blocks.causal[step, rank] == causal)
+        if sel.any():
+            q = tuple(zip(q0[sel].tolist(), q1[sel].tolist()))
+            k = tuple(zip(k0[sel].tolist(), k1[sel].tolist()))
+            out.append(Pass(q, k, causal))
+    return tuple(out)
 
 
-def allgather_passes(layout: ShardLayout, rank: int, causal: bool) -> tuple[Pass, ...]:
-    """Blocks for a rank that holds the whole gathered K/V in global packed order.
+@functools.lru_cache(maxsize=256)
+def rank_passes(scheme: str, layout: ShardLayout, causal: bool, rank: int) -> tuple[tuple[Pass, ...], ...]:
+    """Per step, the passes ``rank`` runs under ``scheme`` (memoised: every layer reuses them)."""
+    blocks = get_scheme(scheme).blocks(layout, causal)
+    return tuple(passes(blocks, rank, t) for t in range(blocks.steps))
 
-    Causal: each local query chunk ``[a, b)`` of a sequence attends its prefix ``[0, a)``
-    fully and ``[a, b)`` as a causal square; an early and late chunk that touch (group size
-    1, or the middle rank) are treated as one chunk. Non-causal: all local rows of a
-    sequence attend the whole sequence.
+
+def forward_passes(passes, q, k, v, out_acc: torch.Tensor, lse_acc: torch.Tensor, scale: float) -> None:
+    """Run ``passes`` on ``q`` against ``k``/``v`` and merge each into the accumulators (log-sum-exp)."""
+    for p in passes:
+        o, l = block_forward(q, k, v, p.q_ranges, p.k_ranges, p.causal, scale)
+        merge_into(out_acc, lse_acc, ranges_to_rows(p.q_ranges, q.device), o, l)
+
+
+def backward_passes(passes, dout, q, k, v, out, lse, scale: float, dq, dk, dv) -> None:
+    """Add the gradients of ``passes`` into ``dq`` (query rows) and ``dk``, ``dv`` (in place; views are fine).
+
+    ``out`` and ``lse`` are the final (merged) output and log-sum-exp of all of ``q``'s rows.
     """
-    cu = layout.cu_seqlens
-    prefix_q, prefix_k, diag_q, diag_k, full_q, full_k = [], [], [], [], [], []
-    for s, sh in enumerate(layout.shards[rank]):
-        base, off = cu[s], layout.local_offsets[rank][s]
-        n_early = sh.early[1] - sh.early[0]
-        if not causal:
-            q = (off, off + sh.num_tokens)
-            k = (base, base + layout.seqlens[s])
-            if _nonempty(q, k):
-                full_q.append(q)
-                full_k.append(k)
-            continue
-        if sh.early[1] == sh.late[0]:
-            chunks = [((sh.early[0], sh.late[1]), off)]
-        else:
-            chunks = [(sh.early, off), (sh.late, off + n_early)]
-        for (a, b), row in chunks:
-            if b <= a:
-                continue
-            if a > 0:
-                prefix_q.append((row, row + b - a))
-                prefix_k.append((base, base + a))
-            diag_q.append((row, row + b - a))
-            diag_k.append((base + a, base + b))
-    passes = []
-    for q, k, c in ((full_q, full_k, False), (prefix_q, prefix_k, False), (diag_q, diag_k, True)):
-        if q:
-            passes.append(Pass(tuple(q), tuple(k), c))
-    return tuple(passes)
+    for p in passes:
+        rows = ranges_to_rows(p.q_ranges, q.device)
+        dq_b, dk_b, dv_b = block_backward(
+            dout.index_select(0, rows), q, k, v, out.index_select(0, rows),
+            lse.index_select(1, rows), p.q_ranges, p.k_ranges, p.causal, scale,
+        )
+        dq.index_add_(0, rows, dq_b)
+        dk += dk_b
+        dv += dv_b
 
 
-def ring_pass(layout: ShardLayout, rank: int, source: int, causal: bool) -> Pass | None:
-    """Blocks for a rank holding ``source``'s K/V (key rows in ``source``'s local tensor).
-
-    Zigzag ring: rank ``i`` holds chunks ``i`` and ``2d-1-i``. From itself it computes a
-    causal square over its own (ordered) rows; from ``j < i`` all its rows see ``j``'s early
-    chunk; from ``j > i`` only its late chunk sees both of ``j``'s chunks. Non-causal: all to all.
-    """
-    qs, ks = [], []
-    for s, (mine, theirs) in enumerate(zip(layout.shards[rank], layout.shards[source])):
-        q_off, k_off = layout.local_offsets[rank][s], layout.local_offsets[source][s]
-        n_q, n_k = mine.num_tokens, theirs.num_tokens
-        q_early = mine.early[1] - mine.early[0]
-        k_early = theirs.early[1] - theirs.early[0]
-        if not causal or source == rank:
-            q, k = (q_off, q_off + n_q), (k_off, k_off + n_k)
-        elif source < rank:
-            q, k = (q_off, q_off + n_q), (k_off, k_off + k_early)
-        else:
-            q, k = (q_off + q_early, q_off + n_q), (k_off, k_off + n_k)
-        if _nonempty(q, k):
-            qs.append(q)
-            ks.append(k)
-    if not qs:
-        return None
-    return Pass(tuple(qs), tuple(ks), causal and source == rank)
+def segment_rows(blocks: Blocks, rank: int) -> np.ndarray:
+    """``(q_len, k_len, causal)`` of every non-empty block of ``rank`` over all steps, sorted (for checks)."""
+    ql, kl = blocks.q_len[:, rank].ravel(), blocks.k_len[:, rank].ravel()
+    c = blocks.causal[:, rank].ravel()
+    live = (ql > 0) & (kl > 0)
+    rows = np.stack([ql[live], kl[live], c[live].astype(np.int64)], axis=1)
+    return rows[np.lexsort(rows.T[::-1])] if len(rows) else rows.reshape(0, 3)

@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import torch
 import torch.distributed as dist
 
-from fcp_tune.layout import ShardLayout
+from fcp_tune.schemes.layout import ShardLayout
 
 # torch 2.14 renames the tensor collectives; accept either.
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -106,9 +106,25 @@ def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], in
     return out[:mine]
 
 
+def all_to_all_rows(
+    send: torch.Tensor, send_rows: tuple[int, ...], recv_rows: tuple[int, ...], info: GroupInfo
+) -> torch.Tensor:
+    """``all_to_all_single`` over rows: ``send_rows[j]`` consecutive rows go to rank ``j``; returns the
+    ``recv_rows[j]`` rows from every rank ``j``, in rank order (uneven and zero splits are fine)."""
+    if info.size == 1:
+        return send
+    out = send.new_empty((sum(recv_rows),) + tuple(send.shape[1:]))
+    if max(max(send_rows), max(recv_rows)) == 0:
+        return out
+    t0 = time.perf_counter()
+    dist.all_to_all_single(out, send.contiguous(), list(recv_rows), list(send_rows), group=info.group)
+    _account(t0)
+    return out
+
+
 def rank_index(layout: ShardLayout, rank: int, device: torch.device) -> torch.Tensor:
     """Global packed positions of ``rank``'s local tokens, in local order."""
-    return torch.tensor(layout.global_indices(rank), dtype=torch.long, device=device)
+    return torch.from_numpy(layout.global_indices(rank)).to(device)
 
 
 def gather_global(x_local: torch.Tensor, layout: ShardLayout, info: GroupInfo) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from fcp_tune.attention.api import cp_attention, shard
 from fcp_tune.attention.reference import reference_attention
+from fcp_tune.schemes import SCHEMES, get_scheme
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -131,7 +132,7 @@ def demo_cases(nproc: int) -> list[ParityCase]:
     d = nproc
     seqlens = (1, 2, 2 * d - 1, 2 * d + 1, 37, 300)
     cases = []
-    for scheme in ("allgather", "ring"):
+    for scheme in (s for s in SCHEMES if get_scheme(s).degree_error(d, 8, 2) is None):
         for causal in (True, False):
             for dtype in ("float64", "float32", "bfloat16"):
                 cases.append(ParityCase(tuple(range(d)), seqlens, scheme, causal, dtype, heads=8, kv_heads=2, head_dim=16))
@@ -178,4 +179,27 @@ def suite_cases(max_world: int) -> list[ParityCase]:
             cases.append(ParityCase(g, (5, 2 * d + 1, 40), scheme, True, "float64", heads=4, kv_heads=4, seed=len(cases)))
             cases.append(ParityCase(g, (5, 2 * d + 1, 40), scheme, True, "bfloat16", seed=len(cases)))
             cases.append(ParityCase(g, (3, 64), scheme, True, "float32", heads=8, kv_heads=1, seed=len(cases)))
+    return cases
+
+
+def ulysses_cases(max_world: int) -> list[ParityCase]:
+    """Ulysses on every group size ``d <= min(6, max_world)``: head counts ``d`` divides.
+
+    Per ``d``: GQA (``H_q = 2 H_kv``, ``H_kv = d``) and MHA (``H_q = H_kv = d``; for ``d = 1``
+    ``8:1`` GQA too), causal and not, float64, on a batch with short sequences and a dominant
+    one; a batch where some ranks hold no token at all; float32 on a mixed batch; an offset
+    group (the last ``d`` global ranks).
+    """
+    cases = []
+    for d in range(1, min(6, max_world) + 1):
+        g = tuple(range(d))
+        heads = [(2 * d, d), (d, d)] + ([(8, 1)] if d == 1 else [])
+        for (hq, hkv), causal in itertools.product(heads, (True, False)):
+            cases.append(ParityCase(g, (1, 2, 2 * d + 1, 97, 7), "ulysses", causal, "float64", heads=hq, kv_heads=hkv,
+                                    seed=len(cases)))
+        cases.append(ParityCase(g, (1, 2), "ulysses", True, "float64", heads=2 * d, kv_heads=d, seed=len(cases)))
+        cases.append(ParityCase(g, (5, 2 * d + 1, 40), "ulysses", True, "float32", heads=2 * d, kv_heads=d, seed=len(cases)))
+        if d < max_world:
+            off = tuple(range(max_world - d, max_world))
+            cases.append(ParityCase(off, (3, 2 * d - 1, 29), "ulysses", True, "float64", heads=2 * d, kv_heads=d, seed=len(cases)))
     return cases

@@ -1,6 +1,7 @@
 """Ring (zigzag) context-parallel attention: K/V travel point-to-point around the group.
 
-Forward: at step ``t`` rank ``r`` holds the K/V of rank ``r - t``; it posts the transfer of
+Forward: at step ``t`` rank ``r`` holds the K/V of rank ``r - t`` and computes the blocks
+:mod:`fcp_tune.schemes.ring` gives it for that step; it posts the transfer of
 that block to ``r + 1`` (``batch_isend_irecv``) before computing on it, so the next block
 arrives while this one is computed. Partial results merge by log-sum-exp (fp32).
 Backward: K/V rotate again; each block's dK/dV accumulator travels with it, one step
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from fcp_tune.attention.blocks import ring_pass
+from fcp_tune.attention.blocks import backward_passes, forward_passes, rank_passes
 from fcp_tune.attention.comm import GroupInfo, RingExchange, _pad_rows
-from fcp_tune.attention.kernels import acc_dtype, block_backward, block_forward
-from fcp_tune.attention.merge import merge_into, new_accumulators, ranges_to_rows
-from fcp_tune.layout import ShardLayout
+from fcp_tune.attention.kernels import acc_dtype
+from fcp_tune.attention.merge import new_accumulators
+from fcp_tune.schemes.layout import ShardLayout
 
 _KV_TAG, _DKV_TAG = 11, 12
 
@@ -32,13 +33,11 @@ class RingAttention(torch.autograd.Function):
         out_acc, lse_acc = new_accumulators(q.shape[0], q.shape[1], v.shape[-1], acc_dtype(q.dtype), q.device)
         exch = RingExchange(info, _KV_TAG)
         communicate = d > 1 and width > 0
+        steps = rank_passes("ring", layout, causal, r)
         for t in range(d):
             if communicate and t < d - 1:
                 exch.start(buf)
-            p = ring_pass(layout, r, (r - t) % d, causal)
-            if p is not None:
-                o, l = block_forward(q, buf[..., :dk_dim], buf[..., dk_dim:], p.q_ranges, p.k_ranges, p.causal, scale)
-                merge_into(out_acc, lse_acc, ranges_to_rows(p.q_ranges, q.device), o, l)
+            forward_passes(steps[t], q, buf[..., :dk_dim], buf[..., dk_dim:], out_acc, lse_acc, scale)
             if communicate and t < d - 1:
                 buf = exch.wait()
         out = out_acc.to(q.dtype)
@@ -59,20 +58,13 @@ class RingAttention(torch.autograd.Function):
         kv_exch, dkv_exch = RingExchange(info, _KV_TAG), RingExchange(info, _DKV_TAG)
         communicate = d > 1 and width > 0
         dkv = None
+        steps = rank_passes("ring", layout, causal, r)
         for t in range(d):
             if communicate and t < d - 1:
                 kv_exch.start(buf)
             dkv = torch.zeros(buf.shape, dtype=adt, device=q.device)
-            p = ring_pass(layout, r, (r - t) % d, causal)
-            if p is not None:
-                rows = ranges_to_rows(p.q_ranges, q.device)
-                dq_b, dk_b, dv_b = block_backward(
-                    dout.index_select(0, rows), q, buf[..., :dk_dim], buf[..., dk_dim:],
-                    out.index_select(0, rows), lse.index_select(1, rows), p.q_ranges, p.k_ranges, p.causal, scale,
-                )
-                dq.index_add_(0, rows, dq_b)
-                dkv[..., :dk_dim] += dk_b
-                dkv[..., dk_dim:] += dv_b
+            backward_passes(steps[t], dout, q, buf[..., :dk_dim], buf[..., dk_dim:], out, lse, scale,
+                            dq, dkv[..., :dk_dim], dkv[..., dk_dim:])
             if communicate:
                 if t > 0:
                     dkv += dkv_exch.wait()  # contributions of the ranks this block visited before

@@ -32,6 +32,7 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
     ),
+    verbose: bool = typer.Option(False, "--verbose", help="On a failure, also print the failing rank's traceback."),
 ) -> None:
     """Flexible context parallelism for variable-length LLM training."""
 
@@ -45,6 +46,7 @@ def _register_commands() -> None:
     from fcp_tune.cli import validate  # noqa: F401
     from fcp_tune.cli import search  # noqa: F401
     from fcp_tune.cli import simulate  # noqa: F401
+    from fcp_tune.cli import report  # noqa: F401
 
 
 _register_commands()

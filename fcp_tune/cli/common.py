@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -12,6 +18,8 @@ import typer
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+
+from fcp_tune.fileio import atomic_write_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,7 +34,12 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def cli_errors(fn: F) -> F:
-    """Turn bad-input exceptions into a one-line error and a non-zero exit, never a traceback."""
+    """Turn bad-input exceptions into a one-line error and a non-zero exit, never a traceback.
+
+    Runtime failures keep their cause: a :class:`~fcp_tune.launch.RankFailure`'s failing
+    rank traceback (``details``) or the exception's own traceback is written to a log file
+    the one-line error names, and to stderr under ``fcp-tune --verbose``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,9 +51,41 @@ def cli_errors(fn: F) -> F:
             fail("interrupted", code=130)
         except (ValueError, OSError, yaml.YAMLError, RuntimeError, TimeoutError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, RuntimeError):  # a failure while running, not bad input: keep the cause
+                message += _keep_cause(exc)
             fail(message)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _keep_cause(exc: BaseException) -> str:
+    """Write ``exc``'s traceback (a failing rank's, for ``RankFailure``) to a log; return the note."""
+    details = getattr(exc, "details", "") or "".join(traceback.format_exception(exc))
+    if _verbose():
+        err_console.print(details, markup=False, highlight=False, soft_wrap=True)
+    try:
+        folder = Path(tempfile.gettempdir()) / "fcp-tune-errors"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        atomic_write_text(path, f"fcp-tune error: {exc}\n\n{details}")
+    except OSError:
+        return ""
+    return f" (traceback: {path})"
+
+
+def _verbose() -> bool:
+    """Whether ``fcp-tune --verbose`` was given (read from the root command context).
+
+    Recent typer releases bundle their own click (``typer._click``), older ones use click.
+    """
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if ctx is not None:
+            return bool(ctx.find_root().params.get("verbose"))
+    return False
 
 
 def print_json(data: Any) -> None:

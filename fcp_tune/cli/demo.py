@@ -8,6 +8,7 @@ from rich.table import Table
 from fcp_tune.attention.parity import TOLERANCE, demo_cases, run_parity
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.tables import print_table, wide_option
 
 
 @app.command()
@@ -15,6 +16,7 @@ from fcp_tune.cli.common import cli_errors, console, print_json
 def demo(
     nproc: int = typer.Option(3, "--nproc", "-n", min=1, max=16, help="Local gloo processes (group size)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    wide: bool = wide_option(),
 ) -> None:
     """Check cp_attention on NPROC local processes against a dense float64 reference."""
     cases = demo_cases(nproc)
@@ -42,7 +44,7 @@ def demo(
                 *(f"{r[k]:.1e}" for k in ("out", "dq", "dk", "dv", "tolerance")),
                 "[green]ok[/]" if r["ok"] else "[red]FAIL[/]",
             )
-        console.print(table)
+        print_table(table, console, keys=3, wide=wide)
     console.print("errors: max |x - ref| / max(1, max |ref|), per tensor, max over ranks") if not json_out else None
     if not ok:
         raise typer.Exit(1)

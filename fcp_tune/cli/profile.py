@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json, progress_bar
+from fcp_tune.cli.tables import print_table, wide_option
 
 
 def default_output(hardware: dict) -> Path:
@@ -24,8 +25,8 @@ def default_output(hardware: dict) -> Path:
     return Path("profiles") / f"{slug}-{_dt.date.today().isoformat()}.yaml"
 
 
-def _summary(profile, path: Path) -> Table:
-    table = Table(title=f"profile written to {path}", title_justify="left", show_header=False)
+def _summary(profile, title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     best = max(profile.to_dict()["attention"], key=lambda p: p["fwd_tflops"])
@@ -44,6 +45,35 @@ def _summary(profile, path: Path) -> Table:
     return table
 
 
+def nccl_tables(profile) -> list[Table]:
+    """The profile's collective samples as nccl-tests prints them: one table per collective."""
+    from fcp_tune.profile.collectives import COLLECTIVES
+
+    tables: dict[str, Table] = {}
+    for r in profile.nccl_rows():
+        if r["collective"] not in tables:
+            c = COLLECTIVES[r["collective"]]
+            t = Table(title=f"{c.name} (nccl-tests {c.nccl_test}; type {r['type']}, redop {r['redop']}, "
+                            f"busbw = algbw x {c.bus_formula()})", title_justify="left")
+            for col in ("ranks", "size (B)", "count (elements)", "time (us)", "max (us)", "algbw (GB/s)",
+                        "busbw (GB/s)"):
+                t.add_column(col, justify="right")
+            tables[r["collective"]] = t
+        tables[r["collective"]].add_row(str(r["ranks"]), str(r["size_B"]), str(r["count"]), f"{r['time_us']:.1f}",
+                                        f"{r['max_us']:.1f}", f"{r['algbw_GBps']:.4g}", f"{r['busbw_GBps']:.4g}")
+    return list(tables.values())
+
+
+def render(profile, title: str, wide: bool = False) -> None:
+    """Summary, then the nccl-tests-style collective tables (time: median over ranks; max: slowest rank)."""
+    print_table(_summary(profile, title), console, wide=wide)
+    for t in nccl_tables(profile):
+        print_table(t, console, keys=1, wide=wide)
+    if profile.nccl_rows():
+        console.print("[dim]time: median over ranks of each rank's median call; max: the slowest rank; "
+                      "GB/s = 1e9 B/s[/]")
+
+
 @app.command()
 @cli_errors
 def profile(
@@ -53,13 +83,22 @@ def profile(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output YAML (default profiles/<host>-<date>.yaml)."),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=64, help="Largest attention length in the grid."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of a summary."),
+    show: Optional[Path] = typer.Option(None, "--show", help="Show an existing profile instead of measuring."),
+    wide: bool = wide_option(),
 ) -> None:
     """Measure attention blocks, collectives and token-linear work; write a profile YAML."""
     from fcp_tune.modelcfg import load_model_config
     from fcp_tune.launch import under_torchrun
     from fcp_tune.profile.measure import ProgressEvents, measure_profile
-    from fcp_tune.profile.schema import save_profile
+    from fcp_tune.profile.schema import load_profile, save_profile
 
+    if show is not None:
+        shown = load_profile(show)
+        if json_out:
+            print_json({"path": str(show), **shown.to_dict(), "nccl_tests": shown.nccl_rows()})
+        else:
+            render(shown, f"profile {show}", wide=wide)
+        return
     cfg = load_model_config(model)
     args = ["fcp-tune", "profile", "--nproc", str(nproc), "--model", model] + (["--quick"] if quick else [])
     args += (["--max-len", str(max_len)] if max_len else []) + (["--out", str(out)] if out else [])
@@ -73,6 +112,6 @@ def profile(
         return
     path = save_profile(result, out or default_output(dict(result.hardware)))
     if json_out:
-        print_json({"path": str(path), **result.to_dict()})
+        print_json({"path": str(path), **result.to_dict(), "nccl_tests": result.nccl_rows()})
     else:
-        console.print(_summary(result, path))
+        render(result, f"profile written to {path}", wide=wide)

@@ -10,6 +10,7 @@ from rich.table import Table
 from fcp_tune.baselines import default_workload_path, resolve_policies
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
+from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.executor import RunConfig, RunReport, run_training
 from fcp_tune.launch import under_torchrun
 from fcp_tune.modelcfg import load_model_config
@@ -39,9 +40,10 @@ def _span(values: tuple[float, ...]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
-def render(report: RunReport) -> None:
+def render(report: RunReport, wide: bool = False) -> None:
     """Per-step table (ranks folded to min-max; --json has every rank) and a summary."""
-    steps = Table(title=f"steps: {report.world_size} ranks, {report.backend}, {report.communicators} communicators")
+    steps = Table(title=f"steps: {report.world_size} ranks, {report.backend}, {report.communicators} communicators "
+                        f"(<= {report.per_rank_communicators} per rank, created lazily)")
     for col in ("policy", "step", "wall s", "tok/s", "loss", "groups per wave", "busy s", "comm s", "idle s", "MiB"):
         steps.add_column(col, justify="left" if col in ("policy", "groups per wave") else "right",
                          no_wrap=col != "groups per wave")
@@ -53,8 +55,13 @@ def render(report: RunReport) -> None:
                 f"{s.loss:.3f}", s.layout, _span(s.busy_s), _span(s.comm_s), _span(s.idle_s),
                 f"{s.peak_bytes / 2**20:.0f}",
             )
-    console.print(steps)
+    print_table(steps, console, keys=2, wide=wide)
     console.print("[dim]busy/comm/idle: min-max over ranks; groups per wave: group sizes, waves separated by |[/]")
+    for r in report.results:
+        m = r.measured
+        waited = sum(max(s.plan_wait_s, default=0.0) for s in m) / len(m)
+        console.print(f"[dim]{r.name}: planning {sum(s.plan_ms for s in m) / len(m):.1f} ms per step, "
+                      f"{1e3 * waited:.1f} ms of it not hidden behind the previous step[/]")
     summary = Table(title="summary (steps marked * are warm-up and excluded)")
     for col in ("policy", "kind", "tokens/s", "median step s", f"speedup of {report.results[0].name}"):
         summary.add_column(col, justify="left" if col in ("policy", "kind") else "right")
@@ -63,7 +70,7 @@ def render(report: RunReport) -> None:
             r.name, r.policy["kind"] + (f" d={r.policy['degree']}" if r.policy.get("degree") else ""),
             f"{r.tokens_per_s:,.0f}", f"{r.median_step_s:.3f}", f"{report.speedups()[r.name]:.2f}x",
         )
-    console.print(summary)
+    print_table(summary, console, wide=wide)
     if report.world_size > 2:
         console.print(
             "[dim]note: with more processes than cores, wall-clock is shared; compare busy time per rank too.[/]"
@@ -78,20 +85,21 @@ def run(
     nproc: Optional[int] = typer.Option(None, "--nproc", "-n", min=1, help="Local processes (default: the policy's world size). Ignored under torchrun."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the summary."),
-    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: static, static:D, pow2, adaptive or a policy file (repeat or comma-separate)."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: megatron[:D] (Megatron-LM static CP), static[:D] (cost-balanced), pow2, adaptive or a policy file (repeat or comma-separate)."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather or ring."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Plan with the cost model calibrated from this profile."),
     seed: int = typer.Option(0, "--seed"),
     lr: float = typer.Option(1e-3, "--lr"),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds before a local run is killed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    wide: bool = wide_option(),
 ) -> None:
     """Train STEPS steps under a policy on local processes (or torchrun), baselines side by side."""
     compare_list = split_names(compare)
     if policy is None and workload is None and compare is None:
-        compare_list = ["static", "pow2"]  # the no-argument demo shows the baselines too
+        compare_list = ["megatron", "static", "pow2"]  # the no-argument demo shows the baselines too
     warmup = min(warmup, steps - 1)  # --steps 1 runs one measured step
     cfg = build_run_config(policy, workload, nproc, steps, warmup, compare_list, model, seed, lr, scheme,
                            global_batch_tokens, profile)
@@ -106,4 +114,4 @@ def run(
     if json_out:
         print_json(report.to_dict())
     else:
-        render(report)
+        render(report, wide=wide)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.progress import TextColumn
@@ -12,11 +13,31 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
+from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
+from fcp_tune.baselines import default_policy_path, default_workload_path
+from fcp_tune.policy import load_policy
+from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
+from fcp_tune.validate import default_profile_path
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
 from fcp_tune.workload import load_workload
+
+
+@contextmanager
+def search_progress(trials: int) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar over ``trials`` with the best value so far; yields the ``on_trial`` callback."""
+    with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
+        task = bar.add_task("searching", total=trials, best="-")
+        best = [float("inf")]
+
+        def on_trial(done: int, total: int, value: float) -> None:
+            if value == value:  # not NaN
+                best[0] = min(best[0], value)
+            bar.update(task, completed=done, best=f"{best[0]:.4g} s")
+
+        yield on_trial
 
 
 def _slug(text: str) -> str:
@@ -26,51 +47,51 @@ def _slug(text: str) -> str:
 @app.command()
 @cli_errors
 def search(
-    profile: str = typer.Option(..., "--profile", help="Profile YAML (measured or reference)."),
-    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
-    world_size: int = typer.Option(..., "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine)."),
-    token_budget: int = typer.Option(..., "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name (measured or reference). Default: as validate, the newest profile measured on this host, else the bundled CPU profile."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine). Default: the profile's."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory). Default: the bundled policy's."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
     trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather or ring."),
+    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed"),
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: derived from the inputs)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Policy file to write (default strategies/<workload>-n<N>.yaml)."),
     plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG plots."),
+    comm_penalty: float = typer.Option(0.0, "--comm-penalty", min=0.0, help="Trade step time for communicators: objective x (1 + this x communicators per rank), e.g. 0.01."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    wide: bool = wide_option(),
 ) -> None:
     """Tune the length thresholds and CP degrees of a policy; export it to strategies/."""
     if trials <= 0:
         fail(f"--trials must be > 0, got {trials}")
-    if world_size < 1:
+    if world_size is not None and world_size < 1:
         fail(f"--world-size must be >= 1, got {world_size}")
-    if token_budget < 1:
+    if token_budget is not None and token_budget < 1:
         fail(f"--token-budget must be >= 1, got {token_budget}")
-    prof = load_profile(profile)
-    wl = load_workload(workload, global_batch_tokens=global_batch_tokens, seed=seed)
+    profile_path = resolve_profile_path(profile) if profile else default_profile_path(model or "tiny", world_size or 1)
+    prof = load_profile(profile_path)
+    world_size = world_size or prof.world_size
+    token_budget = token_budget or load_policy(default_policy_path()).token_budget
+    # The bundled workload's documents are split to what the world can hold (as validate does).
+    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
+                       max_len=None if workload else world_size * token_budget)
     cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
-        profile_sha256=file_sha256(profile), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
+        profile_sha256=file_sha256(profile_path), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
+        comm_penalty=comm_penalty,
     )
     if json_out:
         result, study, _ = run_search(cfg, prof, wl, cfg_model)
     else:
-        with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
-            task = bar.add_task("searching", total=trials, best="-")
-            best = [float("inf")]
-
-            def on_trial(done: int, total: int, value: float) -> None:
-                if value == value:  # not NaN
-                    best[0] = min(best[0], value)
-                bar.update(task, completed=done, best=f"{best[0]:.4g} s")
-
+        with search_progress(trials) as on_trial:
             try:
                 result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
             except KeyboardInterrupt:
@@ -86,10 +107,10 @@ def search(
     if json_out:
         print_json({**result.to_dict(), "path": str(path), "plots": plot_paths})
         return
-    _render(result, path, plot_paths)
+    _render(result, path, plot_paths, wide)
 
 
-def _render(result, path: Path, plot_paths: list[str]) -> None:
+def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> None:
     p = result.policy
     table = Table(title=f"searched policy ({result.trials_completed} trials, study {result.study_name})")
     table.add_column("sequence length")
@@ -98,7 +119,7 @@ def _render(result, path: Path, plot_paths: list[str]) -> None:
     for b, d in zip(list(p.boundaries) + [None], p.degrees):
         table.add_row(f"{lo} .. {b}" if b is not None else f">= {lo}", str(d))
         lo = (b or 0) + 1
-    console.print(table)
+    print_table(table, console, wide=wide)
     cmp_ = Table(title="predicted step time (cost model)")
     for col in ("policy", "step s", "tokens/s", "efficiency", "speedup of searched"):
         cmp_.add_column(col, justify="left" if col == "policy" else "right")
@@ -111,8 +132,14 @@ def _render(result, path: Path, plot_paths: list[str]) -> None:
                 continue
         cmp_.add_row(name, f"{s.step_s:.4g}", f"{s.tokens_per_s:,.0f}", f"{s.efficiency:.2f}",
                      f"{s.step_s / result.score.step_s:.2f}x")
-    console.print(cmp_)
-    console.print(f"best static: {result.policy.metadata['predicted']['best_static']} "
-                  f"({result.speedups['best_static']:.2f}x); wrote [bold]{path}[/]")
+    print_table(cmp_, console, wide=wide)
+    pred = result.policy.metadata["predicted"]
+    sp = result.speedups
+    labels = [("megatron", f"Megatron-style static ({pred.get('megatron')})"),
+              ("best_static", f"best cost-balanced static ({pred['best_static']})"),
+              ("pow2", "pow2 (Megatron-Core dynamic CP)")]
+    console.print("searched policy speedup over " + "; ".join(
+        f"{label}: {sp[key]:.2f}x" for key, label in labels if key in sp))
+    console.print(f"wrote [bold]{path}[/]")
     for pp in plot_paths:
         console.print(f"plot: {pp}")

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.search.simulate import simulate as simulate_policies
@@ -18,7 +19,7 @@ from fcp_tune.workload import load_workload
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help="Policy files or kinds: static, static:D, pow2, adaptive."),
+    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
     profile: str = typer.Option(..., "--profile", help="Profile YAML."),
     workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
     world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
@@ -28,7 +29,9 @@ def simulate(
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
     batches: int = typer.Option(4, "--batches", min=1),
     seed: int = typer.Option(0, "--seed"),
+    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, help="Cap per rank for adaptive policies (0: none; default: the policy's)."),
     json_out: bool = typer.Option(False, "--json"),
+    wide: bool = wide_option(),
 ) -> None:
     """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
     try:
@@ -42,20 +45,32 @@ def simulate(
         for n in sizes:
             gbt = global_batch_tokens or n * token_budget
             wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
-            rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed)
+            rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
+                                      max_communicators)
     if json_out:
         print_json([r.to_dict() for r in rows])
         return
     t = Table(title=f"predicted with profile '{prof.label}'")
-    for col in ("N", "policy", "step s", "tokens/s", "efficiency", "vs best static", "best static", "comms", "peak GiB"):
-        t.add_column(col, justify="left" if col in ("policy", "best static") else "right")
+    for col in ("N", "policy", "step s", "tok/s", "eff", "vs mega", "vs stat", "vs pow2", "comms", "GiB"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+
+    def x(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:.2f}x"
+
     for r in rows:
         if r.step_s is None:
-            t.add_row(str(r.world_size), r.policy, "-", "-", "-", "-", r.best_static, "-", "-")
+            t.add_row(str(r.world_size), r.policy, *["-"] * 8)
             continue
         t.add_row(str(r.world_size), r.policy, f"{r.step_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.efficiency:.2f}",
-                  f"{r.speedup_vs_best_static:.2f}x", r.best_static, str(r.communicators), f"{r.peak_memory_gib:.1f}")
-    console.print(t)
+                  x(r.speedup_vs_megatron), x(r.speedup_vs_best_static), x(r.speedup_vs_pow2),
+                  f"{r.communicators}/{r.comms_per_rank}", f"{r.peak_memory_gib:.1f}")
+    print_table(t, console, keys=2, wide=wide)
+    for n in sorted({r.world_size for r in rows}):
+        r = next(r for r in rows if r.world_size == n)
+        console.print(f"[dim]N={n}: vs mega = over Megatron-style static ({r.megatron}); vs stat = over "
+                      f"fcp-tune's best cost-balanced static ({r.best_static}); vs pow2 = over "
+                      f"Megatron-Core dynamic CP; eff = ideal bound / step[/]")
+    console.print("[dim]comms: communicators the policy may create in total / the most one rank belongs to[/]")
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:
         console.print(f"[dim]skipped {n}[/]")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -12,8 +11,10 @@ from rich.table import Table
 from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
+from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import load_policy
+from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
 from fcp_tune.workload import load_workload
 
@@ -28,7 +29,7 @@ def _span(values: tuple[float, ...]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
-def render(report: ValidationReport) -> None:
+def render(report: ValidationReport, wide: bool = False) -> None:
     """Per-step table, then the per-policy summary with MAPE and the target check."""
     console.print(
         f"profile [bold]{report.profile}[/] ({report.profile_label}, {report.profile_created}); "
@@ -55,7 +56,7 @@ def render(report: ValidationReport) -> None:
                 f"{s.predicted_s:.3f}", _pct(s.error_pct), _span(s.measured_busy_s), _span(s.predicted_busy_s),
                 _pct(worst), f"{s.plan_ms:.1f}",
             )
-    console.print(steps)
+    print_table(steps, console, keys=2, wide=wide)
     console.print("[dim]error = (predicted - measured) / measured; busy: time in the rank's groups, min-max over "
                   "ranks; busy error: the worst rank; * = warm-up, excluded[/]")
     summary = Table(title=f"summary (target: step-time MAPE <= {TARGET_MAPE_PCT:.0f}% for every policy)")
@@ -69,7 +70,7 @@ def render(report: ValidationReport) -> None:
             f"[{'green' if ok else 'red'}]{p.step_mape:.1f}%[/]", _pct(p.bias_pct), f"{p.busy_mape:.1f}%",
             f"{p.plan_ms_mean:.1f}",
         )
-    console.print(summary)
+    print_table(summary, console, wide=wide)
     verdict = "[green]meets[/]" if report.meets() else "[red]misses[/]"
     console.print(f"overall: step-time MAPE {report.step_mape:.1f}%, busy-time MAPE {report.busy_mape:.1f}%; "
                   f"worst policy {report.worst_step_mape:.1f}% {verdict} the {TARGET_MAPE_PCT:.0f}% target")
@@ -81,18 +82,19 @@ def validate_cmd(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy file, or static[:D] / pow2 / adaptive. Default: the bundled adaptive policy."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: static,pow2."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail, documents split at the largest power of two <= nproc, x token_budget."),
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML. Default: the newest profile measured on this host for the model, else profiles/cpu-epyc-2proc-tiny.yaml."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
     nproc: int = typer.Option(2, "--nproc", "-n", min=1, help="Local processes (the world size the policies are fitted to)."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the errors."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather or ring."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Split documents longer than this."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),
     seed: int = typer.Option(0, "--seed", min=0),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds before the local run is killed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    wide: bool = wide_option(),
 ) -> None:
     """Run STEPS executor steps per policy and compare step and busy times with the cost model."""
     from fcp_tune.costmodel import CostModel
@@ -103,7 +105,7 @@ def validate_cmd(
         raise FcpTuneError(f"--warmup must be below --steps ({steps}), got {warmup}")
     compare_list = list(DEFAULT_COMPARE) if compare is None else [c for c in split_names(compare) if c != "none"]
     cfg_model = load_model_config(model)
-    profile_path = Path(profile) if profile else default_profile_path(cfg_model.name, nproc)
+    profile_path = resolve_profile_path(profile) if profile else default_profile_path(cfg_model.name, nproc)
     if profile and not profile_path.is_file():
         raise FcpTuneError(f"--profile: {profile}: no such profile file")
     prof = load_profile(profile_path)
@@ -134,4 +136,4 @@ def validate_cmd(
     if json_out:
         print_json(report.to_dict())
     else:
-        render(report)
+        render(report, wide=wide)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.workload import WorkloadStats, load_workload
 
 workload_app = typer.Typer(help="Inspect sequence-length workloads.", no_args_is_help=True)
@@ -83,6 +84,7 @@ def show(
     glob: str = typer.Option("**/*.txt", "--glob", help="Files of a directory workload."),
     seed: int = typer.Option(0, "--seed", help="Seed of built-in workloads."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and stats as JSON."),
+    wide: bool = wide_option(),
 ) -> None:
     """Show a workload's length statistics: percentiles, tail shares and a log2 histogram."""
     workload = load_workload(spec, global_batch_tokens=global_batch_tokens, max_len=max_len,
@@ -92,8 +94,9 @@ def show(
         print_json(workload.to_dict())
         return
     stats = workload.stats()
-    console.print(_summary_table(workload.name, stats, workload.global_batch_tokens, workload.max_len))
+    print_table(_summary_table(workload.name, stats, workload.global_batch_tokens, workload.max_len), console,
+                wide=wide)
     if stats.above:
-        console.print(_tail_table(stats))
-    console.print(_histogram_table(stats, console.width))
+        print_table(_tail_table(stats), console, wide=wide)
+    print_table(_histogram_table(stats, console.width), console, wide=wide)
     console.print(f"source: {workload.source}", style="dim", markup=False, highlight=False)

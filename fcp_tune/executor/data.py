@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from fcp_tune.layout import shard_layout
+from fcp_tune.schemes.layout import shard_layout
 
 
 def sequence_tokens(length: int, vocab: int, seed: int, step: int, seq_id: int) -> torch.Tensor:

@@ -16,12 +16,17 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.executor.model import build_model
+from fcp_tune.executor.planahead import PlanAhead
 from fcp_tune.executor.pool import GroupPool
 from fcp_tune.executor.step import FaultSpec, PolicyState, StepRecord, train_step
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges
+from fcp_tune.planner.vocab import per_rank_count
+from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost
 from fcp_tune.policy import Policy
+from fcp_tune.policy_kinds import kind_of
+from fcp_tune.schemes import get_scheme
 from fcp_tune.workload import BatchSampler, Workload
 
 
@@ -36,8 +41,9 @@ class RunConfig:
     warmup: int = 1
     seed: int = 0
     lr: float = 1e-3
-    cost: Any = None  # a CostFn for the planner (None: the planner's default cost)
+    cost: Optional[CostFn] = None  # the planner's cost function (None: its default cost)
     fault: Optional[FaultSpec] = None
+    plan_ahead: bool = True  # plan step k+1 on a background thread while step k trains
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -54,10 +60,23 @@ class RunConfig:
         sizes = {p.world_size for _, p in self.policies}
         if len(sizes) != 1:
             raise ValueError(f"all policies must have the same world size, got {sorted(sizes)}")
+        longest = max(self.workload.seqlens)
+        for name, p in self.policies:  # a fixed-degree policy must not need a degree its scheme cannot run
+            if kind_of(p.kind).aligned:
+                for d in p.possible_degrees(longest):
+                    try:
+                        get_scheme(p.scheme).check_degree(d, self.model.heads, self.model.kv_heads)
+                    except ValueError as exc:
+                        raise ValueError(f"policy {name}: {exc}") from None
 
     @property
     def world_size(self) -> int:
         return self.policies[0][1].world_size
+
+    def planner_cost(self, policy: Policy) -> CostFn:
+        """The cost ``policy`` is planned with: :attr:`cost` (or the default), limited to the
+        degrees its scheme can run for :attr:`model` (so Ulysses never gets one it cannot)."""
+        return feasible_cost(self.cost or DefaultCost(), policy.scheme, self.model, self.world_size)
 
 
 def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, Any]:
@@ -65,9 +84,7 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
     if world != cfg.world_size:
         raise ValueError(f"the policy is for {cfg.world_size} ranks but {world} processes are running")
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    longest = max(cfg.workload.seqlens)
-    ranges = sorted({r for _, p in cfg.policies for r in candidate_ranges(p, world, longest)}, key=lambda r: (r[1], r[0]))
-    pool = GroupPool(ranges, world)
+    pool = GroupPool((), world, max_per_rank=max_communicators(cfg, world))  # groups are created lazily
     states = []
     for name, policy in cfg.policies:
         model = build_model(cfg.model, cfg.seed, device)
@@ -76,19 +93,44 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
         opt.zero_grad(set_to_none=False)
         states.append(PolicyState(name, policy, model, opt, params))
     sampler = BatchSampler(cfg.workload, seed=cfg.seed)
+    jobs = [(step, st) for step in range(cfg.steps) for st in states]  # the interleaved order
     records: list[StepRecord] = []
-    for step in range(cfg.steps):
-        batch = sampler.batch(step)
-        for st in states:
+    with PlanAhead(world) as ahead:
+
+        def submit(i: int) -> None:
+            if cfg.plan_ahead and i < len(jobs):
+                step, st = jobs[i]
+                fail = cfg.fault.planner_failure(rank, step) if cfg.fault is not None else None
+                ahead.submit(i, sampler.batch(step), st.policy, cfg.planner_cost(st.policy), fail)
+
+        submit(0)
+        for i, (step, st) in enumerate(jobs):
+            planned = ahead.take(i) if cfg.plan_ahead else None
+            submit(i + 1)  # planned while this step trains
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            rec = train_step(st, batch, step, pool, cfg.seed, device, cfg.cost, cfg.fault)
+            rec = train_step(st, sampler.batch(step), step, pool, cfg.seed, device, cfg.planner_cost(st.policy),
+                             cfg.fault, planned)
             if device.type == "cuda":
                 rec = StepRecord(**{**asdict(rec), "peak_bytes": int(torch.cuda.max_memory_allocated(device))})
             records.append(rec)
             if events is not None and rank == 0:
                 events.put(("step", st.name, step))
-    return {"records": [asdict(r) for r in records], "communicators": pool.communicators, "groups": len(pool)}
+    return {"records": [asdict(r) for r in records], "communicators": pool.communicators, "groups": len(pool),
+            "per_rank": pool.per_rank}
+
+
+def max_communicators(cfg: RunConfig, world: int) -> Optional[int]:
+    """The per-rank communicator bound the run's policies promise (``None``: no bound).
+
+    Adaptive policies: their vocabulary's per-rank count; fixed-degree kinds: that of their
+    aligned ranges; with several policies side by side, that of all their ranges together.
+    """
+    longest = max(cfg.workload.seqlens)
+    if any(p.kind == "adaptive" and p.max_communicators == 0 for _, p in cfg.policies):
+        return None
+    ranges = {r for _, p in cfg.policies for r in candidate_ranges(p, world, longest)}
+    return per_rank_count(sorted(ranges), world)
 
 
 @dataclass(frozen=True)
@@ -113,6 +155,10 @@ class StepSummary:
     waves_s: tuple[float, ...] = ()
     sync_s: tuple[float, ...] = ()
     opt_s: tuple[float, ...] = ()
+    plan_wait_s: tuple[float, ...] = ()  # per rank: planning not hidden behind the previous step
+    new_groups: int = 0  # process groups created (lazily) for this step's plan
+    plan: Optional[dict] = None  # the executed plan (Plan.to_dict)
+    seqlens: Optional[list] = None  # the global batch (sequence lengths) it planned
 
 
 @dataclass(frozen=True)
@@ -141,10 +187,11 @@ class RunReport:
     world_size: int
     backend: str
     results: tuple[PolicyResult, ...]
-    communicators: int
+    communicators: int  # communicating groups (size > 1) created, all lazily
     groups: int
     model: dict
     workload: str
+    per_rank_communicators: int = 0  # the most of them any one rank belongs to
 
     def speedups(self) -> dict[str, float]:
         """Tokens/s of the first policy divided by each policy's tokens/s."""
@@ -156,6 +203,7 @@ class RunReport:
             "world_size": self.world_size,
             "backend": self.backend,
             "communicators": self.communicators,
+            "per_rank_communicators": self.per_rank_communicators,
             "groups": self.groups,
             "model": self.model,
             "workload": self.workload,
@@ -198,6 +246,8 @@ def summarise(cfg: RunConfig, per_rank: Sequence[dict[str, Any]], backend: str) 
                     plan_digest=recs[0]["plan_digest"], plan_s=tuple(r["plan_s"] for r in recs),
                     waves_s=tuple(r["waves_s"] for r in recs), sync_s=tuple(r["sync_s"] for r in recs),
                     opt_s=tuple(r["opt_s"] for r in recs),
+                    plan_wait_s=tuple(r["plan_wait_s"] for r in recs), new_groups=recs[0]["new_groups"],
+                    plan=recs[0]["plan"], seqlens=recs[0]["seqlens"],
                 )
             )
         results.append(PolicyResult(name, policy.to_dict(), tuple(steps), cfg.warmup))
@@ -205,6 +255,7 @@ def summarise(cfg: RunConfig, per_rank: Sequence[dict[str, Any]], backend: str) 
         world_size=world, backend=backend, results=tuple(results),
         communicators=per_rank[0]["communicators"], groups=per_rank[0]["groups"],
         model=cfg.model.to_dict(), workload=cfg.workload.name,
+        per_rank_communicators=max(out["per_rank"] for out in per_rank),
     )
 
 

@@ -25,22 +25,30 @@ from fcp_tune.attention import cp_attention
 from fcp_tune.attention.comm import timed_comm
 from fcp_tune.executor.data import local_batch, target_count
 from fcp_tune.executor.model import Decoder
+from fcp_tune.executor.planahead import Planned, plan_inline
 from fcp_tune.executor.pool import GroupPool
-from fcp_tune.planner import Plan, plan_batch
+from fcp_tune.planner import Plan
 from fcp_tune.policy import Policy
 
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Make ``rank`` fail at ``step`` after its first forward: ``raise`` or ``kill`` (SIGKILL). For tests."""
+    """Make ``rank`` fail at ``step``, for tests: after its first forward (``raise``, or
+    ``kill`` with SIGKILL), or in the planner (``plan``: planning that step's batch raises)."""
 
     rank: int
     step: int
     kind: str = "raise"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("raise", "kill"):
-            raise ValueError(f"fault kind must be 'raise' or 'kill', got {self.kind!r}")
+        if self.kind not in ("raise", "kill", "plan"):
+            raise ValueError(f"fault kind must be 'raise', 'kill' or 'plan', got {self.kind!r}")
+
+    def planner_failure(self, rank: int, step: int) -> Optional[str]:
+        """The message the planner raises for ``(rank, step)``, or ``None``."""
+        if self.kind == "plan" and (self.rank, self.step) == (rank, step):
+            return f"injected planner fault on rank {rank} at step {step}"
+        return None
 
 
 @dataclass
@@ -73,10 +81,14 @@ class StepRecord:
     peak_bytes: int
     plan_s: float
     # The step's phases on this rank, for cost-model validation (``fcp-tune validate``):
-    # wall_s = plan_s + (digest check) + waves_s + idle_s + sync_s + opt_s.
+    # wall_s = plan_wait_s + (digest check, group creation) + waves_s + idle_s + sync_s + opt_s.
     waves_s: float = 0.0  # in this rank's groups: forward+backward incl. CP comm and in-group waits
     sync_s: float = 0.0  # gradient (and loss) all-reduce over the world
     opt_s: float = 0.0  # optimizer step + zero_grad
+    plan_wait_s: float = 0.0  # planning not hidden behind the previous step (all of plan_s inline)
+    new_groups: int = 0  # process groups created for this step's plan (lazily)
+    plan: Optional[dict] = None  # the executed plan (Plan.to_dict), on rank 0 only
+    seqlens: Optional[list] = None  # the global batch it planned, on rank 0 only
 
 
 def describe_plan(plan: Plan) -> str:
@@ -98,11 +110,24 @@ def _saved_bytes() -> Iterator[list]:
         yield acc
 
 
-def _check_same_plan(digest: int, device: torch.device) -> None:
-    t = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
+def agree_on_plan(planned: Planned, device: torch.device) -> Plan:
+    """One all-reduce proves every rank holds the same plan; a planning failure anywhere
+    raises on every rank (naming the failing rank) instead of leaving peers waiting."""
+    rank = dist.get_rank()
+    digest = planned.plan.digest() if planned.plan is not None else 0
+    failed = rank + 1 if planned.error is not None else 0
+    t = torch.tensor([digest, -digest, failed], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if int(t[2]):
+        if planned.error is not None:
+            raise RuntimeError(
+                f"planning failed on rank {rank}: {type(planned.error).__name__}: {planned.error}"
+            ) from planned.error
+        raise RuntimeError(f"planning failed on rank {int(t[2]) - 1} (this is rank {rank})")
     if int(t[0]) != digest or int(t[1]) != -digest:
-        raise RuntimeError(f"ranks derived different plans (digest {digest} on rank {dist.get_rank()})")
+        raise RuntimeError(f"ranks derived different plans (digest {digest} on rank {rank})")
+    assert planned.plan is not None
+    return planned.plan
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
@@ -118,13 +143,20 @@ def train_step(
     device: torch.device,
     cost=None,
     fault: Optional[FaultSpec] = None,
+    planned: Optional[Planned] = None,
 ) -> StepRecord:
-    """Run one step of ``state``'s policy on the global batch ``seqlens``; return this rank's record."""
+    """Run one step of ``state``'s policy on the global batch ``seqlens``; return this rank's record.
+
+    ``planned`` is the step's plan made ahead (:class:`~fcp_tune.executor.planahead.PlanAhead`);
+    without it the batch is planned here. The groups the plan needs are created first (lazily).
+    """
     rank, world = dist.get_rank(), dist.get_world_size()
-    t_start = time.perf_counter()
-    plan = plan_batch(seqlens, state.policy, world, cost=cost)
-    plan_s = time.perf_counter() - t_start
-    _check_same_plan(plan.digest(), device)
+    if planned is None:
+        fail = fault.planner_failure(rank, step) if fault is not None else None
+        planned = plan_inline(seqlens, state.policy, world, cost, fail)
+    t_start = time.perf_counter() - planned.wait_s  # the step began when the wait for its plan did
+    plan = agree_on_plan(planned, device)
+    new_groups = pool.ensure(plan.ranges(), step)
     t_waves = time.perf_counter()
     with timed_comm() as attn_comm:
         loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault)
@@ -146,8 +178,10 @@ def train_step(
         policy=state.name, step=step, rank=rank, wall_s=wall,
         busy_s=t_work - attn_comm[0] + opt_s, comm_s=attn_comm[0] + allreduce_s, idle_s=idle,
         loss=loss_total, tokens=int(sum(seqlens)), waves=len(plan.waves), layout=describe_plan(plan),
-        plan_digest=plan.digest(), peak_bytes=peak_act + model_bytes, plan_s=plan_s,
-        waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s,
+        plan_digest=plan.digest(), peak_bytes=peak_act + model_bytes, plan_s=planned.plan_s,
+        waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s, plan_wait_s=planned.wait_s,
+        new_groups=new_groups, plan=plan.to_dict() if rank == 0 else None,
+        seqlens=[int(x) for x in seqlens] if rank == 0 else None,
     )
 
 
@@ -186,7 +220,7 @@ def run_waves(
             loss = F.cross_entropy(_loss_dtype(logits), lb.targets.to(device), ignore_index=-100, reduction="sum")
             loss = loss / n_targets
         peak_act = max(peak_act, saved[0])
-        if fault is not None and fault.rank == rank and fault.step == step:
+        if fault is not None and fault.kind != "plan" and fault.rank == rank and fault.step == step:
             if fault.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected fault on rank {rank} at step {step}")

@@ -28,10 +28,11 @@ import heapq
 
 import numpy as np
 
-from fcp_tune.planner.cost import CostFn, cost_table
+from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
 from fcp_tune.planner.packing import min_degrees, pack_class
 from fcp_tune.planner.pool import draft, realise, row_table
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.vocab import Vocabulary, build_vocabulary, layout, legal_sizes, min_sizes, restrict
 from fcp_tune.policy import Policy
 
 Placed = list[list[tuple[int, int, list[int]]]]
@@ -49,6 +50,11 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     over = np.nonzero(mins > n)[0]
     if over.size:
         policy.degree_for(int(lengths[over[0]]))  # raises, naming the length
+    # Only sizes the cost allows (the scheme's feasible degrees: planner.cost.feasible_cost).
+    vocab = build_vocabulary(n, policy.gpus_per_node, policy.max_communicators, allowed_sizes(cost))
+    if vocab.capped:  # plan with vocabulary sizes only (module fcp_tune.planner.vocab)
+        cost = restrict(cost, vocab)
+        mins = min_sizes(lengths, mins, vocab, budget)
     bins: list[list[int]] = []
     bin_min: list[int] = []
     for d in sorted(set(mins.tolist()), reverse=True):
@@ -65,9 +71,9 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     for waves in splits:
         total, layouts = 0.0, []
         for w in waves:
-            span, layout = _plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost)
+            span, placed = _plan_wave([bins[i] for i in w], m[w], lengths, n, budget, cost, vocab)
             total += span
-            layouts.append(layout)
+            layouts.extend(placed)
             if total >= best_total:
                 break  # already slower than the other split
         else:
@@ -117,15 +123,22 @@ def _sorted_waves(m: np.ndarray, time: np.ndarray, n: int) -> list[list[int]]:
 
 
 def _plan_wave(
-    bins: list[list[int]], m: np.ndarray, lengths: np.ndarray, n: int, budget: int, cost: CostFn
-) -> tuple[float, list[tuple[int, int, list[int]]]]:
-    """Predicted makespan and contiguous layout of the best candidate for one wave.
+    bins: list[list[int]], m: np.ndarray, lengths: np.ndarray, n: int, budget: int, cost: CostFn,
+    vocab: Vocabulary,
+) -> tuple[float, list[list[tuple[int, int, list[int]]]]]:
+    """Predicted time and layout (one wave, or more if the vocabulary's ranges do not tile) of
+    the best candidate for one wave.
 
     Candidates: the bins at their minimum degrees; pools of degree ``g`` (:mod:`.pool`),
     ``g > 1`` only when ``g = 1`` ends more than 3 % above the wave's lower bound and
     until two degrees in a row bring no gain; the paper's DP over the packed bins with
-    splitting (:func:`_choose`) when no pool fits.
+    splitting (:func:`_choose`) when no pool fits. With a capped vocabulary every candidate's
+    sizes are moved to allowed ones and the pick is laid out on vocabulary ranges.
     """
+
+    def fix(groups: list[tuple[int, list[int]]] | None) -> list[tuple[int, list[int]]] | None:
+        return legal_sizes(groups, vocab, lengths, budget) if vocab.capped and groups is not None else groups
+
     short = [s for b, d in zip(bins, m.tolist()) if d == 1 for s in b]
     rows = [b for b, d in zip(bins, m.tolist()) if d > 1]
     row_min = [d for d in m.tolist() if d > 1]
@@ -140,7 +153,7 @@ def _plan_wave(
     bound = _lower_bound(rows, row_min, c1, lengths, n, cost)
     args = (rows, row_min, short, c1, lengths, n, budget, cost)
     first = draft(1, *args)
-    got = realise(first, short, c1, lengths, n, budget, cost) if first else None
+    got = fix(realise(first, short, c1, lengths, n, budget, cost) if first else None)
     if got is not None:
         candidates.append(got)
         spans.append(_makespan(got, lengths, cost))
@@ -151,7 +164,7 @@ def _plan_wave(
         for d in drafts:
             if d.estimate >= min(spans) or misses >= PATIENCE:
                 break  # the rest are predicted no better even if perfectly balanced
-            got = realise(d, short, c1, lengths, n, budget, cost)
+            got = fix(realise(d, short, c1, lengths, n, budget, cost))
             if got is None:
                 continue
             best = min(spans)
@@ -160,9 +173,19 @@ def _plan_wave(
             misses = 0 if spans[-1] < best else misses + 1
             if min(spans) <= NEAR_BOUND * bound:
                 break
-    if len(candidates) == 1 and slack > 0:
-        candidates.append(_choose(bins, m, slack, lengths, budget, cost))
-        spans.append(_makespan(candidates[-1], lengths, cost))
+    chosen = fix(_choose(bins, m, slack, lengths, budget, cost)) if len(candidates) == 1 and slack > 0 else None
+    if chosen is not None:
+        candidates.append(chosen)
+        spans.append(_makespan(chosen, lengths, cost))
+    if vocab.capped:  # lay every candidate out on the vocabulary; the time as laid out decides
+        winner: tuple[float, int, list] = (float("inf"), 0, [])
+        for i in sorted(range(len(candidates)), key=lambda i: (spans[i], i)):
+            if spans[i] >= winner[0]:
+                break  # laying out never makes a candidate faster
+            waves = layout(candidates[i], vocab, lengths, budget)
+            total = sum(_makespan([(g[1], g[2]) for g in w], lengths, cost) for w in waves)
+            winner = min(winner, (total, i, waves), key=lambda b: (b[0], b[1]))
+        return winner[0], winner[2]
     pick = min(range(len(candidates)), key=lambda i: (spans[i], i))
     groups = sorted(candidates[pick], key=lambda g: (-g[0], min(g[1])))
     out = []
@@ -170,7 +193,7 @@ def _plan_wave(
     for size, ids in groups:
         out.append((start, size, sorted(ids)))
         start += size
-    return spans[pick], out
+    return spans[pick], [out]
 
 
 def _lower_bound(

@@ -1,7 +1,8 @@
 """Entry points: :func:`plan_batch` (one batch -> one plan) and :func:`candidate_ranges`.
 
-Input checks live here once; each kind's algorithm lives in its own module and returns
-waves of ``(start, size, seq_ids)``, turned here into the frozen :class:`Plan`.
+Input checks live here once; each kind's algorithm lives in its own module (named by its
+entry in :data:`fcp_tune.policy_kinds.KINDS`) and returns waves of ``(start, size, seq_ids)``,
+turned here into the frozen :class:`Plan`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from fcp_tune.planner.adaptive import plan_adaptive
 from fcp_tune.planner.cost import CostFn, DefaultCost
 from fcp_tune.planner.plan import Group, Plan, Wave
-from fcp_tune.planner.static import plan_static
-from fcp_tune.planner.threshold import plan_threshold
+from fcp_tune.planner.vocab import build_vocabulary
 from fcp_tune.policy import Policy
-
-_PLANNERS = {
-    "static": plan_static,
-    "pow2": plan_threshold,
-    "thresholds": plan_threshold,
-    "adaptive": plan_adaptive,
-}
+from fcp_tune.policy_kinds import kind_of
 
 
 def _lengths(seqlens: Sequence[int]) -> np.ndarray:
@@ -58,7 +51,7 @@ def plan_batch(
             "use policy.with_world_size(n) to plan at another size"
         )
     lengths = _lengths(seqlens)
-    placed = _PLANNERS[policy.kind](lengths, policy, cost if cost is not None else DefaultCost())
+    placed = kind_of(policy.kind).plan_fn()(lengths, policy, cost if cost is not None else DefaultCost())
     waves = tuple(
         Wave(tuple(Group(int(a), int(b), tuple(sorted(ids))) for a, b, ids in sorted(w, key=lambda g: g[0])))
         for w in placed
@@ -75,16 +68,20 @@ def candidate_ranges(
     kinds (static, pow2, thresholds) place degree ``d`` only at multiples of ``d``, so the
     list is ``(k d, d)`` for every degree the policy can give (:meth:`Policy.possible_degrees`);
     pass ``max_seqlen`` (the longest sequence the run will see) to leave out the raised
-    degrees only longer sequences would need. Adaptive plans use any contiguous range: all
-    ``N (N + 1) / 2`` of them (fine for the small worlds one runs on CPUs; at large ``N``
-    create them lazily instead).
+    degrees only longer sequences would need. Adaptive plans use the single ranks and the
+    group vocabulary (:mod:`fcp_tune.planner.vocab`: node-aligned, at most
+    ``policy.max_communicators`` per rank); with ``max_communicators = 0`` any contiguous
+    range, all ``N (N + 1) / 2`` of them. The executor creates groups lazily, as plans need them.
     """
     if world_size != policy.world_size:
         raise ValueError(
             f"world_size {world_size} differs from the policy's world_size {policy.world_size}"
         )
     n = world_size
-    if policy.kind == "adaptive":
+    if not kind_of(policy.kind).aligned:
+        vocab = build_vocabulary(n, policy.gpus_per_node, policy.max_communicators)
+        if vocab.capped:
+            return tuple(sorted({(a, 1) for a in range(n)} | set(vocab.ranges)))
         return tuple((a, s) for a in range(n) for s in range(1, n - a + 1))
     out = {(k * d, d) for d in policy.possible_degrees(max_seqlen) for k in range(n // d)}
     return tuple(sorted(out))

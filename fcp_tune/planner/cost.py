@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from fcp_tune.modelcfg import ModelConfig
     from fcp_tune.planner.plan import Plan
 
 
@@ -100,6 +101,56 @@ class DefaultCost:
         bytes_s = 2.0 * self.kv_bytes_per_token / self.bandwidth_bytes_per_s
         per_step = (tokens * bytes_s)[:, None] / d + (2.0 * self.latency_s) * nseq[:, None]
         return self.num_layers * (work[:, None] / (d * self.flops_per_s) + steps * per_step)
+
+
+@dataclass(frozen=True)
+class LimitedCost:
+    """``inner`` limited to a set of group ``sizes``: ``inf`` for every other size.
+
+    The adaptive planner's solvers treat ``inf`` as "not allowed", so one wrapper serves both
+    limits a plan must respect: the degrees a scheme can run (:func:`feasible_cost`: Ulysses
+    needs a degree dividing the K/V head count) and the sizes of a capped group vocabulary
+    (:func:`fcp_tune.planner.vocab.restrict`). Build it with :func:`limit_sizes`, which
+    intersects nested limits instead of stacking wrappers.
+    """
+
+    inner: CostFn
+    sizes: tuple[int, ...]  # allowed group sizes, ascending
+
+    def group_time(self, seqlens: Sequence[int], degree: int) -> float:
+        return float(self.inner.group_time(seqlens, degree)) if int(degree) in self.sizes else float("inf")
+
+    def group_time_table(self, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
+        degrees = np.asarray(degrees)
+        ok = np.isin(degrees, self.sizes)
+        return np.where(ok, cost_table(self.inner, bins, np.where(ok, degrees, 0)), np.inf)
+
+
+def limit_sizes(cost: CostFn, sizes: Sequence[int]) -> LimitedCost:
+    """``cost`` limited to ``sizes`` (intersected with any limit ``cost`` already has)."""
+    allowed = {int(s) for s in sizes}
+    if isinstance(cost, LimitedCost):
+        allowed &= set(cost.sizes)
+        cost = cost.inner
+    return LimitedCost(cost, tuple(sorted(allowed)))
+
+
+def allowed_sizes(cost: CostFn) -> tuple[int, ...] | None:
+    """The group sizes a limited cost allows, ascending; ``None`` when ``cost`` has no limit."""
+    return cost.sizes if isinstance(cost, LimitedCost) else None
+
+
+def feasible_cost(cost: CostFn, scheme: str, model: "ModelConfig", world_size: int) -> CostFn:
+    """``cost`` restricted to the degrees ``1..world_size`` that ``scheme`` can run for ``model``.
+
+    Unchanged when the scheme runs every degree (allgather, ring).
+    """
+    from fcp_tune.schemes import get_scheme
+
+    degrees = get_scheme(scheme).feasible_degrees(model, world_size)
+    if degrees == tuple(range(1, world_size + 1)):
+        return cost
+    return limit_sizes(cost, degrees)
 
 
 def cost_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Shared building blocks of the planners: exact per-rank loads, degrees, bin packing, placement.
 
-- :func:`rank_loads` / :func:`fits`: tokens each rank of a group holds under the exact zigzag
-  chunking of :mod:`fcp_tune.layout`, vectorised with numpy (the plan checker uses the
-  plain-Python original; the tests prove they agree).
+- :func:`~fcp_tune.schemes.layout.rank_loads` / :func:`~fcp_tune.schemes.layout.fits`
+  (re-exported): tokens each rank of a group holds under the exact zigzag chunking of
+  :mod:`fcp_tune.schemes.layout`, the one layout every caller uses.
 - :func:`policy_degrees`: :meth:`Policy.degree_for` for a whole batch at once.
 - :func:`pack_class`: best-fit-decreasing packing of sequences that share one degree into
   bins whose every rank stays within the token budget.
@@ -17,31 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
-from fcp_tune.policy import Policy, ceil_pow2, min_degree_for
+from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.policy_kinds import kind_of
+from fcp_tune.schemes.layout import fits, rank_loads, rule_capacity, rule_sizes  # noqa: F401 (re-exported)
 
 _KEY = 1 << 24  # bin-index field of the packing sort keys (more bins than this is absurd)
-
-
-def rank_loads(lengths: Sequence[int] | np.ndarray, degree: int) -> np.ndarray:
-    """Tokens each of ``degree`` ranks holds for these sequences (zigzag, exact).
-
-    Rank ``i`` of sequence ``L`` holds ``g(i+1) - g(i)`` tokens with
-    ``g(i) = floor(i L / 2d) + ceil(i L / 2d)`` (its chunks ``i`` and ``2d-1-i``).
-    """
-    L = np.asarray(lengths, dtype=np.int64).reshape(-1, 1)
-    two_d = 2 * degree
-    i = np.arange(degree + 1, dtype=np.int64).reshape(1, -1)
-    prod = i * L
-    g = (prod // two_d - ((-prod) // two_d)).sum(axis=0)
-    return np.diff(g)
-
-
-def fits(lengths: Sequence[int] | np.ndarray, degree: int, budget: int) -> bool:
-    """Whether no rank of a ``degree`` group holds more than ``budget`` tokens of these sequences."""
-    total = int(np.sum(lengths))
-    if degree == 1 or total <= budget:
-        return total <= budget
-    return int(rank_loads(lengths, degree).max()) <= budget
 
 
 def min_degrees(lengths: np.ndarray, budget: int) -> np.ndarray:
@@ -56,15 +36,13 @@ def min_degrees(lengths: np.ndarray, budget: int) -> np.ndarray:
 def policy_degrees(policy: Policy, lengths: np.ndarray) -> np.ndarray:
     """``policy.degree_for(L)`` for every length; raises (naming the length) like it does."""
     m = min_degrees(lengths, policy.token_budget)
-    if policy.kind == "static":
-        d = np.maximum(m, int(policy.degree))  # type: ignore[arg-type]
-    elif policy.kind == "pow2":
-        d = np.array([ceil_pow2(x) for x in m.tolist()], dtype=np.int64) if m.max() > 1 else m
-    elif policy.kind == "thresholds":
-        idx = np.searchsorted(np.asarray(policy.boundaries, dtype=np.int64), lengths, side="left")
-        d = np.maximum(np.asarray(policy.degrees, dtype=np.int64)[idx], m)
-    else:
-        d = m
+    rule = kind_of(policy.kind)
+    d = rule.wanted(policy, lengths, m)
+    if not rule.raise_to_min:
+        short = np.nonzero(d < m)[0]
+        if short.size:
+            policy.degree_for(int(lengths[short[0]]))  # raises with the policy's message
+    d = np.maximum(d, m)
     if policy.token_budget % 2:  # odd budget: a raised degree may need one more (fitting_degree)
         for k in np.nonzero((d > m) & (lengths > d * (policy.token_budget - 1)))[0].tolist():
             if d[k] <= policy.world_size:
@@ -104,35 +82,36 @@ def pack_class(
                 bins.append([s])
         return bins
     # Per-rank loads are exact but costly; a bin passes at once when the sufficient rule
-    # sum(L + 2 d) <= d (budget + 1) holds (a rank holds < L/d + 2 tokens of each sequence).
+    # sum(L + 2 d) <= d (budget + 1) holds (schemes.layout.rule_sizes / rule_capacity).
     cap = degree * budget
-    rule = degree * (budget + 1)
-    padded: list[int] = []  # per bin: sum(L + 2d)
+    rule = rule_capacity(degree, budget)
+    padded: list[int] = []  # per bin: sum of rule sizes
     for s in order:
         length = int(lengths[s])
+        size = rule_sizes(length, degree)
         pos = bisect.bisect_left(keys, length * _KEY)
         placed = False
         for probe in range(pos, min(pos + max_probe, len(keys))):
             key = keys[probe]
             b = key % _KEY
-            ok = padded[b] + length + 2 * degree <= rule
+            ok = padded[b] + size <= rule
             if not ok:
                 ok = int(rank_loads(lengths[bins[b] + [s]], degree).max()) <= budget
             if ok:
                 keys.pop(probe)
                 bins[b].append(s)
-                padded[b] += length + 2 * degree
+                padded[b] += size
                 bisect.insort(keys, key - length * _KEY)
                 placed = True
                 break
         if not placed:
-            if length + 2 * degree > rule and not fits([length], degree, budget):
+            if size > rule and not fits([length], degree, budget):
                 raise ValueError(
                     f"sequence {s} (length {length}) does not fit {degree} ranks of {budget} tokens"
                 )
             b = len(bins)
             bins.append([s])
-            padded.append(length + 2 * degree)
+            padded.append(size)
             bisect.insort(keys, (cap - length) * _KEY + b)
     return bins
 

@@ -3,7 +3,7 @@
 A plan says, for one global batch, which contiguous rank range processes which sequences,
 wave by wave: in each wave the ranks are split into disjoint contiguous groups (ranks may
 idle) and every group runs forward and backward on its sequences, each sequence sharded
-over the whole group (zigzag, :mod:`fcp_tune.layout`). Plans are plain frozen data so the
+over the whole group (zigzag, :mod:`fcp_tune.schemes.layout`). Plans are plain frozen data so the
 executor, the simulator and the tests can share and compare them; :meth:`Plan.validate`
 is the single place the rules are written down.
 """
@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from fcp_tune.layout import max_tokens_per_rank
+from fcp_tune.schemes.layout import max_tokens_per_rank
+from fcp_tune.policy_kinds import kind_of
 
 if TYPE_CHECKING:
     from fcp_tune.policy import Policy
@@ -110,7 +111,7 @@ class Plan:
         Rules: ``world_size`` equals the policy's; at least one wave, none empty, no empty
         group; groups inside ``[0, world_size)`` and disjoint within a wave; every sequence
         in exactly one group of one wave; each group at least ``policy.degree_for(L)`` ranks
-        for each of its sequences (exactly that for ``static``); no rank above
+        for each of its sequences (exactly that for kinds marked ``exact``: static, megatron); no rank above
         ``policy.token_budget`` tokens (exact zigzag chunking).
         """
         n = self.world_size
@@ -141,8 +142,9 @@ class Plan:
                         raise ValueError(f"{where}: sequence {s} already placed in wave {seen[s]}")
                     seen[s] = w
                     need = policy.degree_for(int(seqlens[s]))
-                    if g.size < need or (policy.kind == "static" and g.size != need):
-                        rel = "exactly" if policy.kind == "static" else "at least"
+                    exact = kind_of(policy.kind).exact
+                    if g.size < need or (exact and g.size != need):
+                        rel = "exactly" if exact else "at least"
                         raise ValueError(
                             f"{where}: sequence {s} (length {seqlens[s]}) needs {rel} {need} ranks "
                             f"under the {policy.kind} policy, group has {g.size}"

@@ -25,7 +25,9 @@ import numpy as np
 from fcp_tune.planner.cost import CostFn, cost_table
 from fcp_tune.planner.packing import fits, pack_class
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.vocab import allowed_sizes_mask, round_degree
 from fcp_tune.policy import min_degree_for
+from fcp_tune.schemes.layout import rule_capacity, rule_sizes, surely_fits
 
 Groups = list[tuple[int, list[int]]]
 
@@ -90,7 +92,7 @@ def draft(
         misfits = pool_arr[too_long].tolist()
         pool_arr = pool_arr[~too_long]
         rows = rows + [[s] for s in misfits]
-        row_m = row_m + [min_degree_for(int(lengths[s]), budget) for s in misfits]
+        row_m = row_m + [round_degree(cost, min_degree_for(int(lengths[s]), budget)) for s in misfits]
     pool_arr = np.sort(pool_arr)
     pool = pool_arr.tolist()
     if not pool:
@@ -126,9 +128,7 @@ def coarse(lengths: np.ndarray, steps_per_octave: int = 8) -> np.ndarray:
 
 def _pool_sizes(lengths: np.ndarray, g: int, budget: int) -> tuple[np.ndarray, int]:
     """Per-sequence sizes and per-group capacity of the pool's memory rule."""
-    if g == 1:
-        return lengths, budget
-    return lengths + 2 * g, g * (budget + 1)
+    return rule_sizes(lengths, g), rule_capacity(g, budget)
 
 
 def realise(
@@ -186,8 +186,8 @@ def deal(
     """
     q = max(1, min(ranks // g, len(ids)))
     sizes = [ranks // q + (1 if j < ranks % q else 0) for j in range(q)]
-    room = [budget if s == 1 else s * (budget + 1) for s in sizes]
-    pad = [0 if s == 1 else 2 * s for s in sizes]
+    room = [rule_capacity(s, budget) for s in sizes]
+    pad = [rule_sizes(0, s) for s in sizes]  # what the rule adds to every sequence
     used = [0] * q
     loads = [0.0] * q
     parts: list[list[int]] = [[] for _ in range(q)]
@@ -223,14 +223,19 @@ def row_table(
 
     Cost functions without ``group_time_table`` are asked about a thinned set of degrees
     (the first 8 extra ranks, then steps of ~25 %); the others are ``inf`` (never chosen).
+    A cost restricted to a vocabulary (:func:`~fcp_tune.planner.vocab.restrict`) is asked
+    about exactly the vocabulary's sizes (few, so no thinning is needed).
     """
     steps = np.arange(slack + 1, dtype=np.int64)
-    if getattr(cost, "group_time_table", None) is None:
+    allowed = allowed_sizes_mask(cost, m[:, None] + steps[None, :])
+    if allowed is None and getattr(cost, "group_time_table", None) is None:
         keep = np.zeros(slack + 1, dtype=bool)
         keep[: min(slack, 8) + 1] = True
         keep[np.unique(np.round(1.25 ** np.arange(60)).astype(np.int64).clip(0, slack))] = True
         steps = np.where(keep, steps, -1)
     degrees = np.where(steps >= 0, m[:, None] + steps[None, :], 0)
+    if allowed is not None:
+        degrees = np.where(allowed, degrees, 0)
     row_lengths = [lengths[b] for b in rows]
     table = cost_table(cost, row_lengths, degrees)
     # A row of <= budget tokens fits any degree; bigger ones may need the exact check.
@@ -238,7 +243,7 @@ def row_table(
     counts = np.array([len(b) for b in rows], dtype=np.int64)
     for i in np.nonzero(totals > budget)[0].tolist():
         d = degrees[i]
-        unsure = (d > m[i]) & (totals[i] / np.maximum(d, 1) + 2 * counts[i] > budget + 1)
+        unsure = (d > m[i]) & ~surely_fits(totals[i], counts[i], d, budget)
         for j in np.nonzero(unsure)[0].tolist():
             if not fits(row_lengths[i], int(d[j]), budget):
                 table[i, j] = np.inf

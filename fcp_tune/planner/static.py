@@ -1,4 +1,9 @@
-"""The static-CP baseline planner (Megatron-LM style): one degree, DP replicas, micro-batches.
+"""fcp-tune's own static-CP planner: one degree, DP replicas, balanced micro-batches.
+
+A stronger baseline than Megatron-LM as users run it (kind ``megatron``,
+:mod:`fcp_tune.planner.megatron`: first-fit token packing in arrival order, round-robin
+micro-batches): here sequences are dealt longest first and micro-batches are packed
+best-fit-decreasing and run costliest first. Reports call its fastest degree "best static".
 
 With CP degree ``d`` the ranks form ``N // d`` data-parallel replicas at starts
 ``0, d, 2d, ...`` (the last ``N % d`` ranks idle). Sequences are dealt longest first to

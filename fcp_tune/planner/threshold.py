@@ -27,6 +27,7 @@ import numpy as np
 from fcp_tune.planner.cost import CostFn, cost_table
 from fcp_tune.planner.packing import pack_class, place_fixed, policy_degrees
 from fcp_tune.policy import Policy
+from fcp_tune.schemes.layout import surely_fits
 
 Placed = list[list[tuple[int, int, list[int]]]]
 
@@ -125,7 +126,7 @@ def place_balanced(
         for k, ids in enumerate(dealt):
             if not ids:
                 continue
-            if int(lengths[ids].sum()) + 2 * d * len(ids) <= d * (budget + 1):
+            if surely_fits(int(lengths[ids].sum()), len(ids), d, budget):
                 micro, order = [ids], [0]  # fits one micro-batch (sufficient rule, see pack_class)
             else:
                 micro = pack_class(ids, lengths, d, budget)

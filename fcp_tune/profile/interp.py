@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.profile.collectives import OPS, bus_factor
+from fcp_tune.profile.collectives import COLLECTIVES, OPS, bus_factor
 from fcp_tune.profile.schema import CommFit, Profile
 
 
@@ -171,10 +171,11 @@ class CommTable:
         base = self.fit_for(op, g) if g >= 2 else CommFit(0.0, float("inf"))
         nodes = math.ceil(n / g)
         link = ex.inter_node
-        if op == "p2p_ring":
+        crossing = COLLECTIVES[op].inter_node
+        if crossing == "link":
             return CommFit(max(base.alpha_s, link.alpha_s), min(base.beta_Bps, link.beta_Bps))
         intra_bus = base.beta_Bps * bus_factor(op, g) if g >= 2 else float("inf")
-        if op == "all_to_all":
+        if crossing == "remote_share":
             inter_bus = link.beta_Bps * (n - 1) / (n - g)
         else:
             inter_bus = link.beta_Bps * g

@@ -175,8 +175,8 @@ def measure_core_overhead(
     from fcp_tune.attention.allgather import AllGatherAttention
     from fcp_tune.attention.comm import GroupInfo, timed_comm
     from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
-    from fcp_tune.costblocks import allgather_blocks
-    from fcp_tune.layout import shard_layout
+    from fcp_tune.schemes import get_scheme
+    from fcp_tune.schemes.layout import shard_layout
 
     info = info if info is not None else GroupInfo(None, 0, 1)
     length = max(2 * info.size, min(seqlen, tokens))
@@ -200,8 +200,9 @@ def measure_core_overhead(
 
     bq, bk, bv, bd = rnd(length, model.heads), rnd(length, model.kv_heads), rnd(length, model.kv_heads), rnd(length, model.heads)
     calls = []
-    b = allgather_blocks(length, info.size)
-    for ql, kl, causal in zip(b.q[info.rank].tolist(), b.k[info.rank].tolist(), b.causal[info.rank].tolist()):
+    b = get_scheme("allgather").blocks(shard_layout((0, length), info.size), causal=True)  # one sequence's blocks
+    mine = (b.q_len[0, info.rank, 0], b.k_len[0, info.rank, 0], b.causal[0, info.rank, 0])
+    for ql, kl, causal in zip(*(x.tolist() for x in mine)):
         if ql and kl:
             args = (bq[:ql], bk[:kl], bv[:kl], [(0, ql)], [(0, kl)], bool(causal), scale)
             o, lse = block_forward(*args)

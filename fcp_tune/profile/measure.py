@@ -7,7 +7,10 @@ process). Every rank measures the same attention grid at the same time (the way 
 share a machine in training) and the profile keeps the median over ranks per point.
 Attention uses the executor's own kernels
 (:func:`~fcp_tune.attention.kernels.block_forward` / ``block_backward``) on full blocks
-``q_len x k_len`` and causal squares, with the model's head shape and dtype. Rank 0 sends
+``q_len x k_len`` and causal squares (the only two kinds of block any scheme of
+:mod:`fcp_tune.schemes` asks for; the cost model looks each scheme's blocks up on this
+grid), with the model's head shape and dtype. The collectives cover every scheme's
+``ops`` (``p2p_ring``, ``all_gather``/``reduce_scatter``, ``all_to_all``). Rank 0 sends
 progress events; the caller turns them into progress bars (:class:`ProgressEvents`).
 """
 

@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.attention.comm import GroupInfo, RingExchange
-from fcp_tune.profile.collectives import fit_alpha_beta
+from fcp_tune.profile.collectives import BUFFER_ELEM_BYTES, collective, fit_alpha_beta
 from fcp_tune.profile.schema import CommCurve, CommFit, CommSample
 
-_ELEM = 4  # float32 bytes
+_ELEM = BUFFER_ELEM_BYTES  # float32
 MIB = 1 << 20
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
@@ -32,38 +32,55 @@ _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_sc
 def message_elems(op: str, nbytes: int, g: int) -> int:
     """float32 elements of a ``nbytes`` message, rounded so that it splits evenly over ``g`` ranks."""
     n = max(1, nbytes // _ELEM)
-    if op in ("all_gather", "reduce_scatter", "all_to_all"):
+    if collective(op).splits:
         n = max(g, (n // g) * g)
     return n
 
 
+def _all_gather_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    out = torch.empty(n, device=device)
+    inp = torch.ones(n // g, device=device)
+    return lambda: _all_gather(out, inp, group=group)
+
+
+def _reduce_scatter_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    inp = torch.ones(n, device=device)
+    out = torch.empty(n // g, device=device)
+    return lambda: _reduce_scatter(out, inp, group=group)
+
+
+def _all_to_all_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    inp = torch.ones(n, device=device)
+    out = torch.empty(n, device=device)
+    return lambda: dist.all_to_all_single(out, inp, group=group)
+
+
+def _all_reduce_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    buf = torch.ones(n, device=device)
+    return lambda: dist.all_reduce(buf, group=group)
+
+
+def _p2p_ring_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
+    buf = torch.ones(n, device=device)
+    exch = RingExchange(GroupInfo(group, rank, g), tag=77)
+
+    def ring() -> None:
+        exch.start(buf)
+        exch.wait()
+
+    return ring
+
+
+# The call each row of collectives.COLLECTIVES names (its ``call`` column), by collective name.
+_CALLS: dict[str, Callable[..., Callable[[], None]]] = {
+    "p2p_ring": _p2p_ring_call, "all_gather": _all_gather_call, "reduce_scatter": _reduce_scatter_call,
+    "all_to_all": _all_to_all_call, "all_reduce": _all_reduce_call,
+}
+
+
 def _op_call(op: str, n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
     """A closure running one ``op`` call on pre-allocated buffers (sizes per :func:`message_elems`)."""
-    if op == "all_gather":
-        out = torch.empty(n, device=device)
-        inp = torch.ones(n // g, device=device)
-        return lambda: _all_gather(out, inp, group=group)
-    if op == "reduce_scatter":
-        inp = torch.ones(n, device=device)
-        out = torch.empty(n // g, device=device)
-        return lambda: _reduce_scatter(out, inp, group=group)
-    if op == "all_to_all":
-        inp = torch.ones(n, device=device)
-        out = torch.empty(n, device=device)
-        return lambda: dist.all_to_all_single(out, inp, group=group)
-    if op == "all_reduce":
-        buf = torch.ones(n, device=device)
-        return lambda: dist.all_reduce(buf, group=group)
-    if op == "p2p_ring":
-        buf = torch.ones(n, device=device)
-        exch = RingExchange(GroupInfo(group, rank, g), tag=77)
-
-        def ring() -> None:
-            exch.start(buf)
-            exch.wait()
-
-        return ring
-    raise ValueError(f"unknown collective {op!r}")
+    return _CALLS[collective(op).name](n, g, group, rank, device)
 
 
 def sample_count(nbytes: int, repeats: int) -> int:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from fcp_tune.modelcfg import PRESETS, ModelConfig
-from fcp_tune.profile.collectives import OPS, bus_factor
+from fcp_tune.profile.collectives import COLLECTIVES
 from fcp_tune.profile.flops import activation_formula, attention_bwd_flops, attention_fwd_flops
 from fcp_tune.profile.schema import (
     AttentionPoint, CommCurve, CommFit, Extrapolation, LinearCost, MemoryCost, Profile, save_profile,
@@ -88,13 +88,13 @@ def _attention(model: ModelConfig) -> tuple[AttentionPoint, ...]:
 
 def _nvlink_curves(max_group: int) -> tuple[CommCurve, ...]:
     curves = []
-    for op in OPS:
+    for op, c in COLLECTIVES.items():
         for n in range(2, max_group + 1):
-            if op == "p2p_ring":
+            if c.inter_node == "link":  # point to point: one NVLink direction
                 fit = CommFit(8e-6, 0.85 * NVLINK_PER_DIRECTION)
             else:
-                alpha = (8.0 + (n - 1)) * 1e-6 * (2.0 if op == "all_reduce" else 1.0)
-                fit = CommFit(alpha, NVLINK_ALLREDUCE_BUSBW / bus_factor(op, n))
+                alpha = (8.0 + (n - 1)) * 1e-6 * c.phases
+                fit = CommFit(alpha, NVLINK_ALLREDUCE_BUSBW / c.bus_factor(n))
             curves.append(CommCurve(op, n, fit))
     return tuple(curves)
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.fileio import check_document, read_document, write_yaml
 from fcp_tune.modelcfg import ModelConfig
-from fcp_tune.profile.collectives import OPS, algbw, bus_factor
+from fcp_tune.profile.collectives import OPS, nccl_row
 from fcp_tune.profile.flops import FLOP_CONVENTION, attention_bwd_flops, attention_fwd_flops
 
 SCHEMA = "fcp-tune/profile"
@@ -237,6 +237,17 @@ class Profile:
         """The measured curve of ``op`` at ``group_size``, or None."""
         return self._index.get((op, group_size))
 
+    def nccl_rows(self) -> list[dict[str, Any]]:
+        """Every measured collective sample as an nccl-tests result line (see ``collectives.nccl_row``).
+
+        Ordered by collective (profile order), group size and message size; reference
+        profiles, which have fits but no samples, give no rows.
+        """
+        order = {op: i for i, op in enumerate(OPS)}
+        curves = sorted(self.collectives, key=lambda c: (order[c.op], c.group_size))
+        return [nccl_row(c.op, c.group_size, s.bytes, s.median_s, s.max_s)
+                for c in curves for s in sorted(c.samples, key=lambda s: s.bytes)]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form with the derived columns, ready for YAML or JSON."""
         m = self.model
@@ -250,12 +261,11 @@ class Profile:
             })
         coll: dict[str, list] = {}
         for c in self.collectives:
-            samples = [
-                {"bytes": s.bytes, "median_s": s.median_s, "max_s": s.max_s,
-                 "algbw": round(algbw(s.bytes, s.median_s) / 1e9, 4),
-                 "busbw": round(algbw(s.bytes, s.median_s) * bus_factor(c.op, c.group_size) / 1e9, 4)}
-                for s in c.samples
-            ]
+            samples = []
+            for s in c.samples:
+                row = nccl_row(c.op, c.group_size, s.bytes, s.median_s)
+                samples.append({"bytes": s.bytes, "count": row["count"], "median_s": s.median_s, "max_s": s.max_s,
+                                "algbw": round(row["algbw_GBps"], 4), "busbw": round(row["busbw_GBps"], 4)})
             coll.setdefault(c.op, []).append({
                 "group_size": c.group_size, "fit": {"alpha_s": c.fit.alpha_s, "beta_Bps": c.fit.beta_Bps},
                 "samples": samples,
@@ -387,7 +397,10 @@ def _parse(d: Mapping[str, Any]) -> Profile:
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read and validate a profile YAML file."""
+    """Read and validate a profile YAML file (or a bundled profile named like ``h100-8x-reference``)."""
+    from fcp_tune.profile.bundled import resolve_profile_path
+
+    path = resolve_profile_path(path)
     data = read_document(path, SCHEMA, (SCHEMA_VERSION,))
     return Profile.from_dict(data, source=str(path))
 

@@ -2,7 +2,9 @@
 
 ``sqlite:///path.db`` (any SQLAlchemy URL) or ``journal:path.log`` (a file that several
 processes, or machines sharing a file system, can append to). Both make a search resume
-after an interrupt and let several workers search one study together.
+after an interrupt and let several workers search one study together, and both open in
+Optuna's own tools (``optuna.load_study``, ``trials_dataframe()``, optuna-dashboard), where
+each trial carries its policy and prediction as user attributes (:mod:`.attrs`).
 """
 
 from __future__ import annotations

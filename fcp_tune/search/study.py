@@ -22,7 +22,8 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, save_policy
 from fcp_tune.profile.schema import Profile
-from fcp_tune.search.evaluate import Evaluator, Score, baseline_policies, best_static
+from fcp_tune.search.attrs import record_trial
+from fcp_tune.search.evaluate import Evaluator, Score, baseline_policies, reference_scores, speedups_over
 from fcp_tune.search.space import ThresholdSpace
 from fcp_tune.search.storage import open_storage
 from fcp_tune.workload import Workload
@@ -47,8 +48,13 @@ class SearchConfig:
     profile_sha256: str = ""
     workload_sha256: str = ""
     command: str = ""
+    # Trade step time for communicators: the objective is step_s * (1 + comm_penalty * the
+    # most communicators one rank needs), e.g. 0.01 = 1 % of step time per communicator.
+    comm_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.comm_penalty >= 0:
+            raise FcpTuneError(f"comm_penalty must be >= 0, got {self.comm_penalty}")
         if self.trials < 1:
             raise FcpTuneError(f"trials must be >= 1, got {self.trials}")
         if self.world_size < 1:
@@ -159,7 +165,9 @@ def run_search(
     def objective(trial: Any) -> float:
         bounds, degrees = space.suggest(trial)
         trial.set_constraint("memory", space.memory_violation(bounds, degrees))
-        return evaluator.step_time(space.policy(bounds, degrees))
+        score = evaluator.score(space.policy(bounds, degrees))
+        record_trial(trial, bounds, degrees, score.step_s)  # readable columns in Optuna's own tools
+        return score.step_s * (1.0 + cfg.comm_penalty * score.per_rank_communicators)
 
     def callback(study: Any, trial: Any) -> None:
         if on_trial is not None:
@@ -179,9 +187,10 @@ def run_search(
         cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
     policy = space.policy(bounds, degrees)
     score = evaluator.score(policy)
-    static_name, static_score = best_static(scores)
+    refs = reference_scores(scores)
+    static_name = refs["best_static"][0]
     speedups = {n: s.step_s / score.step_s for n, s in scores}
-    speedups["best_static"] = static_score.step_s / score.step_s
+    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
     import optuna
 
     metadata = {
@@ -199,6 +208,7 @@ def run_search(
         "predicted": {
             "step_s": score.step_s, "tokens_per_s": score.tokens_per_s, "efficiency": score.efficiency,
             "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
+            "megatron": refs["megatron"][0] if "megatron" in refs else None,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
             "baseline_step_s": {n: s.step_s for n, s in scores},
         },

@@ -1,0 +1,88 @@
+"""Planning overlapped with training: the next step's plan is made on a background thread.
+
+:class:`PlanAhead` keeps one worker thread (a double buffer: the plan being used and the
+next one being made). The runner submits job ``k + 1`` right after taking job ``k``, so
+planning ``k + 1`` runs while step ``k`` trains; :meth:`PlanAhead.take` reports how long
+the main thread still had to wait (the planning time *not* hidden). Planning is pure
+(:func:`fcp_tune.planner.plan_batch`): the thread never touches process groups. A planner
+exception is returned, not raised, so every rank can agree on the failure collectively
+(:func:`fcp_tune.executor.step.agree_on_plan`) instead of one rank leaving its peers hanging.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Hashable, Optional, Sequence
+
+from fcp_tune.planner import Plan, plan_batch
+from fcp_tune.policy import Policy
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan (or the exception planning raised), its planning time and the wait for it."""
+
+    plan: Optional[Plan]
+    error: Optional[BaseException]
+    plan_s: float  # planning itself (on whichever thread made it)
+    wait_s: float  # main thread blocked waiting for it (all of plan_s when planned inline)
+
+
+def make_plan(seqlens: Sequence[int], policy: Policy, world: int, cost: Any = None,
+              fail: Optional[str] = None) -> tuple[Optional[Plan], Optional[BaseException], float]:
+    """Plan one batch, catching the planner's exception; ``fail`` injects one (tests)."""
+    t0 = time.perf_counter()
+    try:
+        if fail is not None:
+            raise RuntimeError(fail)
+        plan, error = plan_batch(seqlens, policy, world, cost=cost), None
+    except Exception as exc:  # noqa: BLE001 - handed to the collective agreement
+        plan, error = None, exc
+    return plan, error, time.perf_counter() - t0
+
+
+def plan_inline(seqlens: Sequence[int], policy: Policy, world: int, cost: Any = None,
+                fail: Optional[str] = None) -> Planned:
+    """Plan on the calling thread (nothing hidden)."""
+    plan, error, dt = make_plan(seqlens, policy, world, cost, fail)
+    return Planned(plan, error, dt, dt)
+
+
+class PlanAhead:
+    """One background planning thread; use as a context manager (the thread ends with it)."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcp-plan")
+        self._jobs: dict[Hashable, Future] = {}
+
+    def submit(self, key: Hashable, seqlens: Sequence[int], policy: Policy, cost: Any = None,
+               fail: Optional[str] = None) -> None:
+        """Start planning ``seqlens`` under ``policy`` (with ``cost``) in the background, filed under ``key``."""
+        if key in self._jobs:
+            raise ValueError(f"plan {key!r} was already submitted")
+        self._jobs[key] = self._pool.submit(make_plan, list(seqlens), policy, self.world, cost, fail)
+
+    def take(self, key: Hashable) -> Planned:
+        """Wait for the plan filed under ``key`` and hand it over (with the wait measured)."""
+        try:
+            job = self._jobs.pop(key)
+        except KeyError:
+            raise ValueError(f"plan {key!r} was never submitted") from None
+        t0 = time.perf_counter()
+        plan, error, dt = job.result()
+        return Planned(plan, error, dt, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        for job in self._jobs.values():
+            job.cancel()
+        self._jobs.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "PlanAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
