@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import Policy, load_policy
+from fcp_tune.policy_kinds import pad_to_multiple, thd_pad_multiple
 from fcp_tune.workload import Workload, load_workload
 
 BUILT_KINDS = ("megatron", "static", "pow2", "adaptive")
@@ -38,9 +39,8 @@ def load_default_workload() -> Workload:
 
 
 def _padded(length: int, degree: int) -> int:
-    """``length`` padded to a multiple of ``2 * degree`` (TransformerEngine THD with CP)."""
-    step = 2 * degree if degree > 1 else 1
-    return -(-length // step) * step
+    """``length`` padded as TransformerEngine's THD format with CP requires (:func:`thd_pad_multiple`)."""
+    return int(pad_to_multiple([length], thd_pad_multiple(degree))[0])
 
 
 def smallest_static_degree(base: Policy, workload: Workload, padded: bool = False) -> int:

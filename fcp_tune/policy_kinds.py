@@ -120,9 +120,13 @@ def _possible_megatron(policy: "Policy", top: int, max_min: int) -> Iterable[int
     return [int(policy.degree)]  # type: ignore[arg-type]
 
 
+def thd_pad_multiple(degree: int) -> int:
+    """What TransformerEngine's THD format with CP pads each sequence to: ``2 * degree`` (1 without CP)."""
+    return 2 * int(degree) if int(degree) > 1 else 1
+
+
 def _megatron_pad(policy: "Policy") -> int:
-    d = int(policy.degree)  # type: ignore[arg-type]
-    return 2 * d if d > 1 else 1
+    return thd_pad_multiple(policy.degree)  # type: ignore[arg-type]
 
 
 KINDS: dict[str, Kind] = {
