@@ -83,24 +83,34 @@ def pack_class(
         return bins
     # Per-rank loads are exact but costly; a bin passes at once when the sufficient rule
     # sum(L + 2 d) <= d (budget + 1) holds (schemes.layout.rule_sizes / rule_capacity).
+    # A bin's exact loads are computed the first time the rule fails for it and then kept up
+    # to date, so each probe costs O(degree), not O(bin size x degree).
     cap = degree * budget
     rule = rule_capacity(degree, budget)
     padded: list[int] = []  # per bin: sum of rule sizes
+    loads: list[np.ndarray | None] = []  # per bin: exact per-rank tokens, once needed
     for s in order:
         length = int(lengths[s])
         size = rule_sizes(length, degree)
         pos = bisect.bisect_left(keys, length * _KEY)
         placed = False
+        mine: np.ndarray | None = None  # this sequence's tokens per rank, once needed
         for probe in range(pos, min(pos + max_probe, len(keys))):
             key = keys[probe]
             b = key % _KEY
             ok = padded[b] + size <= rule
             if not ok:
-                ok = int(rank_loads(lengths[bins[b] + [s]], degree).max()) <= budget
+                if loads[b] is None:
+                    loads[b] = rank_loads(lengths[bins[b]], degree)
+                mine = rank_loads(lengths[[s]], degree) if mine is None else mine
+                ok = int((loads[b] + mine).max()) <= budget
             if ok:
                 keys.pop(probe)
                 bins[b].append(s)
                 padded[b] += size
+                if loads[b] is not None:
+                    mine = rank_loads(lengths[[s]], degree) if mine is None else mine
+                    loads[b] = loads[b] + mine
                 bisect.insort(keys, key - length * _KEY)
                 placed = True
                 break
@@ -112,6 +122,7 @@ def pack_class(
             b = len(bins)
             bins.append([s])
             padded.append(size)
+            loads.append(None)
             bisect.insort(keys, (cap - length) * _KEY + b)
     return bins
 
