@@ -130,8 +130,17 @@ class CommTable:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self._sizes = {op: sorted(c.group_size for c in profile.collectives if c.op == op) for op in OPS}
+        self._fits: dict[tuple[str, int], CommFit] = {}  # memo: the planner asks the same few thousand times
 
     def fit_for(self, op: str, n: int) -> CommFit:
+        """The alpha-beta fit of ``op`` over ``n`` ranks (measured, interpolated or extrapolated); memoised."""
+        key = (op, int(n))
+        fit = self._fits.get(key)
+        if fit is None:
+            fit = self._fits[key] = self._fit(op, int(n))
+        return fit
+
+    def _fit(self, op: str, n: int) -> CommFit:
         """The alpha-beta fit of ``op`` over ``n`` ranks (measured, interpolated or extrapolated).
 
         Past one node (``n > gpus_per_node``): the bus bandwidth of the node-sized fit is kept
