@@ -30,14 +30,7 @@ from fcp_tune.planner import plan_batch
 from fcp_tune.policy import Policy, min_degree_for
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.workload import BatchSampler, load_workload
-
-PROFILE = "profiles/h100-64-reference.yaml"
-WORKLOADS = {
-    "long-tail": "lognormal:median=4096,sigma=1.2,max=131072,n=20000",
-    "extreme": "bimodal:short_mean=1024,long_mean=98304,long_frac=0.01,sigma=0.35,max=131072,n=20000",
-    "python-stdlib": "workloads/python-stdlib.yaml",
-    "manpages": "workloads/manpages.yaml",
-}
+from search import PROFILE, WORKLOADS  # benchmarks/search.py: the same profile and workloads as the headline rows
 
 
 def decompose(cost: CostModel, batch: list[int], n: int, budget: int) -> dict:
