@@ -24,6 +24,7 @@ from fcp_tune.attention.kernels import block_backward, block_forward
 from fcp_tune.attention.merge import merge_into, new_accumulators, ranges_to_rows
 from fcp_tune.attention.parity import TOLERANCE
 from fcp_tune.attention.reference import reference_attention
+from fcp_tune.schemes import SCHEMES
 
 
 def _err(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -41,15 +42,16 @@ def parity(dev: torch.device) -> bool:
             ref_in = [t.clone().requires_grad_() for t in base]
             ref = reference_attention(*ref_in, cu, causal=causal)
             ref.backward(dout)
-            x = [t.to(dev, dtype).requires_grad_() for t in base]
-            out = cp_attention(*x, cu, causal=causal)
-            out.backward(dout.to(dev, dtype))
-            errs = [_err(out, ref)] + [_err(a.grad, b.grad) for a, b in zip(x, ref_in)]
-            name = str(dtype).split(".")[-1]
-            tol = TOLERANCE[name]
-            ok &= max(errs) <= tol
-            print(f"d=1 {name:9s} causal={causal!s:5s} max err out/dq/dk/dv = "
-                  + " ".join(f"{e:.1e}" for e in errs) + f"  tol {tol:.0e}  {'ok' if max(errs) <= tol else 'FAIL'}")
+            for scheme in SCHEMES:  # every scheme's d = 1 path runs the same CUDA kernels
+                x = [t.to(dev, dtype).requires_grad_() for t in base]
+                out = cp_attention(*x, cu, causal=causal, scheme=scheme)
+                out.backward(dout.to(dev, dtype))
+                errs = [_err(out, ref)] + [_err(a.grad, b.grad) for a, b in zip(x, ref_in)]
+                name = str(dtype).split(".")[-1]
+                tol = TOLERANCE[name]
+                ok &= max(errs) <= tol
+                print(f"d=1 {scheme:9s} {name:9s} causal={causal!s:5s} max err out/dq/dk/dv = "
+                      + " ".join(f"{e:.1e}" for e in errs) + f"  tol {tol:.0e}  {'ok' if max(errs) <= tol else 'FAIL'}")
     # prefix + causal-square split, merged
     L, a = 512, 192
     q, k, v = (torch.randn(L, h, 64, generator=g, dtype=torch.float64) for h in (8, 2, 2))
