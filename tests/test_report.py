@@ -13,7 +13,7 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune import report as report_mod
 
 runner = CliRunner()
-PROFILE = "profiles/h100-8x-reference.yaml"
+PROFILE = "h100-8x-reference"  # a bundled profile, by name (a path works too: every other command test uses one)
 
 
 def test_report_writes_markdown_json_and_pngs(tmp_path):

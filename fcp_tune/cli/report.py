@@ -11,6 +11,7 @@ from fcp_tune.cli.common import cli_errors, console, print_json
 from fcp_tune.cli.search import search_progress
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
+from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.report import build_report, write_report
 from fcp_tune.search.study import SearchConfig, reproduce_command
@@ -20,7 +21,7 @@ from fcp_tune.workload import load_workload
 @app.command()
 @cli_errors
 def report(
-    profile: str = typer.Option(..., "--profile", help="Profile YAML (measured or reference)."),
+    profile: str = typer.Option(..., "--profile", help="Profile YAML or a bundled profile name (measured or reference)."),
     workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
     world_size: int = typer.Option(..., "--world-size", "-N", min=1, help="Ranks of the target cluster."),
     token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens one rank holds in one wave."),
@@ -35,12 +36,13 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON too."),
 ) -> None:
     """Search a thresholds policy and write a page comparing it with every baseline."""
-    prof = load_profile(profile)
+    profile_path = resolve_profile_path(profile)  # a file, or a bundled profile's name
+    prof = load_profile(profile_path)
     wl = load_workload(workload, global_batch_tokens=global_batch_tokens, seed=seed)
     cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
-        scheme=scheme, profile_sha256=file_sha256(profile), workload_sha256=wl.seqlens_sha256(),
+        scheme=scheme, profile_sha256=file_sha256(profile_path), workload_sha256=wl.seqlens_sha256(),
         command=reproduce_command(),
     )
     if json_out:
