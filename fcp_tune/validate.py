@@ -243,7 +243,7 @@ def _load() -> float:
 
 
 def compare_step(
-    summary: Any, batch: Sequence[int], policy: Policy, plan_cost: Any, predictor: CostModel,
+    summary: Any, batch: Optional[Sequence[int]], policy: Policy, plan_cost: Any, predictor: CostModel,
     warmup: bool, include_planning: bool = False, name: str = "",
 ) -> StepValidation:
     """Compare one executed step (a :class:`~fcp_tune.executor.runner.StepSummary`) with its prediction.
@@ -253,9 +253,8 @@ def compare_step(
     Raises ``RuntimeError`` if the plan's digest differs from the executed one.
     """
     world = policy.world_size
-    if getattr(summary, "seqlens", None) is not None:
-        batch = summary.seqlens
-    recorded = getattr(summary, "plan", None)
+    batch = summary.seqlens if summary.seqlens is not None else batch
+    recorded = summary.plan
     plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, world, cost=plan_cost)
     if plan.digest() != summary.plan_digest:
         how = "the recorded plan has" if recorded is not None else "re-planning gave"
@@ -268,7 +267,7 @@ def compare_step(
     # Ranks wait for their plans (made ahead, in the background, or inline) and then
     # synchronise (digest check), so the slowest rank's wall minus the slowest wait for a
     # plan is the step's execution time.
-    waited = max(summary.plan_wait_s) if getattr(summary, "plan_wait_s", ()) else plan_s
+    waited = max(summary.plan_wait_s) if summary.plan_wait_s else plan_s
     measured = summary.wall_s if include_planning else summary.wall_s - waited
     busy_pred = tuple(float(sum(w[r] for w in pred.rank_busy)) for r in range(world))
     busy_meas = tuple(float(x) for x in summary.waves_s)
@@ -332,7 +331,7 @@ def validate(
     results = []  # the executor recorded every step's batch and plan: nothing is re-sampled or re-planned
     for (name, policy), result in zip(cfg.policies, report.results):
         rows = tuple(
-            compare_step(s, s.seqlens, policy, plan_cost, predictors[policy.scheme],
+            compare_step(s, None, policy, plan_cost, predictors[policy.scheme],
                          warmup=s.step < warmup, include_planning=include_planning, name=name)
             for s in result.steps
         )

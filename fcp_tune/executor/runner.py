@@ -93,6 +93,8 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
         opt.zero_grad(set_to_none=False)
         states.append(PolicyState(name, policy, model, opt, params))
     sampler = BatchSampler(cfg.workload, seed=cfg.seed)
+    batches = [sampler.batch(step) for step in range(cfg.steps)]
+    costs = {st.name: cfg.planner_cost(st.policy) for st in states}
     jobs = [(step, st) for step in range(cfg.steps) for st in states]  # the interleaved order
     records: list[StepRecord] = []
     with PlanAhead(world) as ahead:
@@ -101,7 +103,7 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
             if cfg.plan_ahead and i < len(jobs):
                 step, st = jobs[i]
                 fail = cfg.fault.planner_failure(rank, step) if cfg.fault is not None else None
-                ahead.submit(i, sampler.batch(step), st.policy, cfg.planner_cost(st.policy), fail)
+                ahead.submit(i, batches[step], st.policy, costs[st.name], fail)
 
         submit(0)
         for i, (step, st) in enumerate(jobs):
@@ -109,8 +111,7 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
             submit(i + 1)  # planned while this step trains
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            rec = train_step(st, sampler.batch(step), step, pool, cfg.seed, device, cfg.planner_cost(st.policy),
-                             cfg.fault, planned)
+            rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], cfg.fault, planned)
             if device.type == "cuda":
                 rec = StepRecord(**{**asdict(rec), "peak_bytes": int(torch.cuda.max_memory_allocated(device))})
             records.append(rec)
