@@ -10,13 +10,12 @@ budget and attention scheme from the base policy.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.policy import Policy, load_policy
+from fcp_tune.policy import Policy, load_policy, min_degree_for
 from fcp_tune.policy_kinds import pad_to_multiple, thd_pad_multiple
 from fcp_tune.workload import Workload, load_workload
 
@@ -38,26 +37,27 @@ def load_default_workload() -> Workload:
     return load_workload(str(default_workload_path()))
 
 
-def _padded(length: int, degree: int) -> int:
-    """``length`` padded as TransformerEngine's THD format with CP requires (:func:`thd_pad_multiple`)."""
-    return int(pad_to_multiple([length], thd_pad_multiple(degree))[0])
+def dividing_degree(world_size: int, token_budget: int, longest: int, padded: bool = False) -> int | None:
+    """The smallest degree that divides ``world_size`` and holds a ``longest``-token sequence
+    (``None`` if none does); with ``padded``, after TransformerEngine's THD padding
+    (:func:`~fcp_tune.policy_kinds.thd_pad_multiple`), as the ``megatron`` kind pads.
+
+    Megatron-LM needs the world size divisible by the CP size (DP = N / CP), so this is the
+    degree a user would run.
+    """
+    for degree in range(min_degree_for(longest, token_budget), world_size + 1):
+        if world_size % degree:
+            continue
+        if not padded or int(pad_to_multiple([longest], thd_pad_multiple(degree))[0]) <= degree * token_budget:
+            return degree
+    return None
 
 
 def smallest_static_degree(base: Policy, workload: Workload, padded: bool = False) -> int:
-    """The smallest static degree that holds the workload's longest sequence and divides N.
-
-    Megatron-LM needs the world size divisible by the CP size (DP = N / CP), so the
-    baseline a user would run is the smallest such divisor that fits memory; with
-    ``padded`` the longest sequence must fit after padding to a multiple of ``2 * degree``.
-    """
+    """:func:`dividing_degree` for the workload's longest sequence; an error when none fits."""
     longest = max(workload.seqlens)
-    need = max(1, math.ceil(longest / base.token_budget), base.min_degree(longest))
-    degree = need
-    while degree <= base.world_size and (
-        base.world_size % degree or (padded and _padded(longest, degree) > degree * base.token_budget)
-    ):
-        degree += 1
-    if degree > base.world_size:
+    degree = dividing_degree(base.world_size, base.token_budget, longest, padded)
+    if degree is None:
         raise FcpTuneError(
             f"the longest sequence ({longest} tokens) does not fit {base.world_size} ranks x "
             f"{base.token_budget} tokens"

@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from fcp_tune.baselines import dividing_degree
 from fcp_tune.costmodel import CostModel
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.vocab import per_rank_count
@@ -93,11 +94,9 @@ def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: 
     # Megatron-LM needs DP = N / CP: static degrees that divide the world size.
     degrees = [d for d in range(need, world_size + 1) if world_size % d == 0]
     out: list[tuple[str, Policy]] = []
-    for d in degrees:
-        mega = Policy(kind="megatron", degree=d, **common)
-        if int(kind_of("megatron").padded(mega, [max_len])[0]) <= d * token_budget:
-            out.append((f"megatron:{d}", mega))
-            break
+    mega = dividing_degree(world_size, token_budget, max_len, padded=True)
+    if mega is not None:
+        out.append((f"megatron:{mega}", Policy(kind="megatron", degree=mega, **common)))
     out += [(f"static:{d}", Policy(kind="static", degree=d, **common)) for d in degrees]
     out.append(("pow2", Policy(kind="pow2", **common)))
     out.append(("adaptive", Policy(kind="adaptive", **common)))
