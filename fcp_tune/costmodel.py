@@ -175,6 +175,26 @@ class CostModel:
             self._memo[key] = hit
         return hit
 
+    def _fill(self, lengths: Sequence[int], degree: int) -> None:
+        """Memoise :meth:`_seq` for every length of ``lengths`` not yet seen, in one vectorised call.
+
+        The scheme's blocks of a packed layout are per sequence (axis ``S``), so laying the
+        missing lengths out together gives each one's ``_seq`` entry exactly, at the cost of
+        one layout instead of one per length: the planner asks about hundreds of distinct
+        lengths per degree.
+        """
+        missing = sorted({int(x) for x in lengths if int(x) > 0 and (int(x), degree) not in self._memo})
+        if len(missing) < 2:
+            return
+        cu = np.concatenate([[0], np.cumsum(missing)])
+        b = self._scheme.blocks(shard_layout(cu, degree), causal=True)
+        fwd, bwd = self._grid.block(b.q_len, b.k_len, b.causal).sum(-1) * self._attn_scale
+        if b.head_share != 1.0:
+            fwd, bwd = fwd * b.head_share, bwd * b.head_share
+        counts = tokens_per_rank(np.asarray(missing), degree).astype(np.float64)
+        for i, length in enumerate(missing):
+            self._memo[(length, degree)] = (fwd[..., i], bwd[..., i], counts[i])
+
     # ------------------------------------------------------------------ CostFn
     def group_time(self, seqlens: Sequence[int], degree: int) -> float:
         """Seconds for ``degree`` ranks to run forward+backward (all layers) on ``seqlens``.
@@ -188,6 +208,7 @@ class CostModel:
         if not self._scheme.feasible(degree, self.model):
             return math.inf  # the scheme cannot run it (ulysses: degree must divide H_kv): never the cheapest
         fwd = bwd = cnt = 0.0
+        self._fill(seqlens, degree)
         for length, times in Counter(int(x) for x in seqlens).items():
             if length < 0:
                 raise FcpTuneError(f"sequence lengths must be >= 0, got {length}")
