@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from fcp_tune.profile.interp import AttentionGrid, CommTable
 from fcp_tune.profile.schema import Profile
 from fcp_tune.schemes import Scheme, get_scheme
 from fcp_tune.schemes.layout import shard_layout, tokens_per_rank
+
+if TYPE_CHECKING:
+    from fcp_tune.planner.table import TabulatedCost
 
 
 @dataclass(frozen=True)
@@ -186,14 +189,17 @@ class CostModel:
         missing = sorted({int(x) for x in lengths if int(x) > 0 and (int(x), degree) not in self._memo})
         if len(missing) < 2:
             return
-        cu = np.concatenate([[0], np.cumsum(missing)])
-        b = self._scheme.blocks(shard_layout(cu, degree), causal=True)
-        fwd, bwd = self._grid.block(b.q_len, b.k_len, b.causal).sum(-1) * self._attn_scale
-        if b.head_share != 1.0:
-            fwd, bwd = fwd * b.head_share, bwd * b.head_share
-        counts = tokens_per_rank(np.asarray(missing), degree).astype(np.float64)
-        for i, length in enumerate(missing):
-            self._memo[(length, degree)] = (fwd[..., i], bwd[..., i], counts[i])
+        per_call = max(1, (1 << 20) // (degree * degree))  # a lock-step scheme's blocks grow with d^2
+        for at in range(0, len(missing), per_call):
+            part = missing[at : at + per_call]
+            cu = np.concatenate([[0], np.cumsum(part)])
+            b = self._scheme.blocks(shard_layout(cu, degree), causal=True)
+            fwd, bwd = self._grid.block(b.q_len, b.k_len, b.causal).sum(-1) * self._attn_scale
+            if b.head_share != 1.0:
+                fwd, bwd = fwd * b.head_share, bwd * b.head_share
+            counts = tokens_per_rank(np.asarray(part), degree).astype(np.float64)
+            for i, length in enumerate(part):
+                self._memo[(length, degree)] = (fwd[..., i], bwd[..., i], counts[i])
 
     # ------------------------------------------------------------------ CostFn
     def group_time(self, seqlens: Sequence[int], degree: int) -> float:
@@ -241,6 +247,19 @@ class CostModel:
                         exposed += t
             phases.append(np.maximum(compute.max(axis=1), overlap).sum() + exposed)
         return float(layers * (phases[0] + phases[1]) + linear.max())
+
+    def tabulated(self) -> "TabulatedCost":
+        """This model's tabulated form for planning (:mod:`fcp_tune.planner.table`), one per instance.
+
+        Its entries come from :meth:`group_time` itself, filled as the planner asks, and are
+        kept with this model's other memos, so they are computed once across batches.
+        """
+        table = self._memo.get("tabulated")
+        if table is None:
+            from fcp_tune.planner.table import TabulatedCost
+
+            table = self._memo["tabulated"] = TabulatedCost(self)
+        return table
 
     def check_degree(self, degree: int) -> None:
         """Raise :class:`FcpTuneError` naming the scheme's rule when it cannot run ``degree`` for the model."""

@@ -32,6 +32,7 @@ from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
 from fcp_tune.planner.packing import min_degrees, pack_class
 from fcp_tune.planner.pool import draft, realise, row_table
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.table import tabulated
 from fcp_tune.planner.vocab import Vocabulary, build_vocabulary, layout, legal_sizes, min_sizes, restrict
 from fcp_tune.policy import Policy
 
@@ -46,6 +47,7 @@ NEAR_BOUND = 1.03  # stop trying pool degrees when within 3 % of the wave's lowe
 def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     """Waves of ``(start, size, seq_ids)`` for the adaptive policy (see the module docstring)."""
     n, budget = policy.world_size, policy.token_budget
+    cost = tabulated(cost)  # a calibrated model's tabulated form (module fcp_tune.planner.table)
     mins = min_degrees(lengths, budget)
     over = np.nonzero(mins > n)[0]
     if over.size:

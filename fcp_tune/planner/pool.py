@@ -25,6 +25,7 @@ import numpy as np
 from fcp_tune.planner.cost import CostFn, cost_table
 from fcp_tune.planner.packing import fits, pack_class
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.table import estimate_table
 from fcp_tune.planner.vocab import allowed_sizes_mask, round_degree
 from fcp_tune.policy import min_degree_for
 from fcp_tune.schemes.layout import rule_capacity, rule_sizes, surely_fits
@@ -110,9 +111,13 @@ def draft(
         table[: len(rows)] = row_table(rows, m, slack, lengths, budget, cost)
     if pool:
         pool_len = lengths[pool_arr]
-        if getattr(cost, "group_time_table", None) is None:
-            pool_len = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
-        at_g = cost_table(cost, [pool_len, pool_len[[int(np.argmax(pool_len))]]], np.array([[g], [g]]))[:, 0]
+        pair = [pool_len, pool_len[[int(np.argmax(pool_len))]]]
+        at_g = estimate_table(cost, pair, np.array([[g], [g]]))  # a tabulated cost's additive estimate
+        if at_g is None:
+            if getattr(cost, "group_time_table", None) is None:
+                pair[0] = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
+            at_g = cost_table(cost, pair, np.array([[g], [g]]))
+        at_g = at_g[:, 0]
         groups_at = (r0 + np.arange(slack + 1)) // g
         table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
     extra = fill_spare(table, least_makespan_extra(table, slack), slack)
