@@ -32,7 +32,7 @@ from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
 from fcp_tune.planner.packing import min_degrees, pack_class
 from fcp_tune.planner.pool import draft, realise, row_table
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
-from fcp_tune.planner.table import tabulated
+from fcp_tune.planner.table import estimate_table, tabulated
 from fcp_tune.planner.vocab import Vocabulary, build_vocabulary, layout, legal_sizes, min_sizes, restrict
 from fcp_tune.policy import Policy
 
@@ -205,7 +205,7 @@ def _lower_bound(
     work = float(c1.sum())
     if rows:
         degs = np.array(row_min, dtype=np.int64)
-        table = cost_table(cost, [lengths[b] for b in rows], np.stack([degs, np.full_like(degs, n)], axis=1))
+        table = estimate_table(cost, [lengths[b] for b in rows], np.stack([degs, np.full_like(degs, n)], axis=1))
         work += float((table[:, 0] * degs).sum())
         return max(work / n, float(table[:, 1].max()))
     return work / n

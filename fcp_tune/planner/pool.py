@@ -79,7 +79,7 @@ def draft(
     if g == 1:
         long_work = np.zeros(0)
         if rows:
-            long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0]
+            long_work = estimate_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0]
         ideal = (float(c1.sum()) + float((long_work * np.array(row_m)).sum())) / n
         big = short_arr[c1 > ideal].tolist()
         rows = rows + [[s] for s in big]
@@ -112,12 +112,9 @@ def draft(
     if pool:
         pool_len = lengths[pool_arr]
         pair = [pool_len, pool_len[[int(np.argmax(pool_len))]]]
-        at_g = estimate_table(cost, pair, np.array([[g], [g]]))  # a tabulated cost's additive estimate
-        if at_g is None:
-            if getattr(cost, "group_time_table", None) is None:
-                pair[0] = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
-            at_g = cost_table(cost, pair, np.array([[g], [g]]))
-        at_g = at_g[:, 0]
+        if getattr(cost, "group_time_table", None) is None:
+            pair[0] = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
+        at_g = estimate_table(cost, pair, np.array([[g], [g]]))[:, 0]  # optimistic anyway: the table's estimate
         groups_at = (r0 + np.arange(slack + 1)) // g
         table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
     extra = fill_spare(table, least_makespan_extra(table, slack), slack)
@@ -242,7 +239,7 @@ def row_table(
     if allowed is not None:
         degrees = np.where(allowed, degrees, 0)
     row_lengths = [lengths[b] for b in rows]
-    table = cost_table(cost, row_lengths, degrees)
+    table = estimate_table(cost, row_lengths, degrees)  # the solver's search; candidates are re-costed exactly
     # A row of <= budget tokens fits any degree; bigger ones may need the exact check.
     totals = np.array([int(x.sum()) for x in row_lengths], dtype=np.int64)
     counts = np.array([len(b) for b in rows], dtype=np.int64)

@@ -33,10 +33,11 @@ from typing import Sequence
 
 import numpy as np
 
-from fcp_tune.planner.cost import CostFn, LimitedCost
+from fcp_tune.planner.cost import CostFn, LimitedCost, cost_table
 
 EXACT_UP_TO = 256  # every length up to this is a grid point (token counts per rank are integers)
 STEPS_PER_OCTAVE = 64
+FILL_BLOCK = 16  # grid points filled together (one vectorised layout in CostModel._fill)
 DIRECT_TOKENS_PER_RANK = 512  # below L = 512 d, single sequences are evaluated directly (memoised by inner)
 
 
@@ -83,20 +84,22 @@ class TabulatedCost:
     def _column(self, degree: int, need: np.ndarray) -> np.ndarray:
         """Degree ``degree``'s grid column with at least the entries ``need`` filled."""
         col = self._cols.get(degree)
-        top = int(need.max(initial=0)) + 1
+        top = (int(need.max(initial=0)) // FILL_BLOCK + 1) * FILL_BLOCK
         if col is None or col.size < top:
             grown = np.full(max(top, 2 * (0 if col is None else col.size)), np.nan)
             if col is not None:
                 grown[: col.size] = col
             col = self._cols[degree] = grown
         todo = need[np.isnan(col[need])]
-        if todo.size:
-            todo = np.unique(todo)
+        if todo.size:  # fill whole blocks of grid points: later batches ask about their neighbours
+            todo = (np.unique(todo // FILL_BLOCK)[:, None] * FILL_BLOCK + np.arange(FILL_BLOCK)[None, :]).ravel()
+            todo = todo[(todo >= 1) & (todo < col.size)]
+            todo = todo[np.isnan(col[todo])]
             lens = grid_length(todo)
             fill = getattr(self.inner, "_fill", None)
             if fill is not None:
                 fill(lens.tolist(), degree)  # CostModel: one vectorised layout for all of them
-            col[todo] = [float(self.inner.group_time([int(x)], degree)) if x > 0 else 0.0 for x in lens]
+            col[todo] = [float(self.inner.group_time([int(x)], degree)) for x in lens]
         return col
 
     def fixed(self, degree: int) -> float:
@@ -128,7 +131,8 @@ class TabulatedCost:
         return self._additive(bins, np.asarray(degrees, dtype=np.int64), exact=True)
 
     def estimate_table(self, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
-        """Like :meth:`group_time_table`, but additive for every bin (an estimate at ``d > 1``)."""
+        """Like :meth:`group_time_table`, from the table alone: additive for every bin (an estimate at
+        ``d > 1``) and interpolated at any number of tokens per rank (a few % off below 512)."""
         return self._additive(bins, np.asarray(degrees, dtype=np.int64), exact=False)
 
     def _additive(self, bins: Sequence[Sequence[int]], degrees: np.ndarray, exact: bool) -> np.ndarray:
@@ -162,7 +166,7 @@ class TabulatedCost:
                 continue
             vals = weights[rows] @ col
             short = np.nonzero((counts[rows] == 1) & (flat_max[rows] < DIRECT_TOKENS_PER_RANK * d) & (d > 1))[0]
-            if short.size:  # few tokens per rank: whole-token steps, ask the wrapped cost
+            if exact and short.size:  # few tokens per rank: whole-token steps, ask the wrapped cost
                 fill = getattr(self.inner, "_fill", None)
                 if fill is not None:
                     fill([int(flat_max[rows[r]]) for r in short.tolist()], int(d))
@@ -189,8 +193,21 @@ def tabulated(cost: CostFn) -> CostFn:
     return make() if make is not None else cost
 
 
-def estimate_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray | None:
-    """``cost``'s additive estimate of each (bin, degree) when it has one (else ``None``)."""
+def estimate_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndarray) -> np.ndarray:
+    """Like :func:`~fcp_tune.planner.cost.cost_table`, from a tabulated cost's table alone.
+
+    For the planner's searches and bounds (which degree a row might take, what a pool
+    would cost if perfectly balanced); the candidates they produce are then compared with
+    :func:`~fcp_tune.planner.cost.cost_table`. A size limit (:class:`LimitedCost`) still
+    applies; a cost without a table answers exactly.
+    """
+    degrees = np.asarray(degrees)
     inner = cost.inner if isinstance(cost, LimitedCost) else cost
     est = getattr(inner, "estimate_table", None)
-    return None if est is None else est(bins, degrees)
+    if est is None:
+        return cost_table(cost, bins, degrees)
+    out = est(bins, np.maximum(degrees, 1))
+    ok = degrees > 0
+    if isinstance(cost, LimitedCost):
+        ok &= np.isin(degrees, cost.sizes)
+    return np.where(ok, out, np.inf)
