@@ -29,6 +29,7 @@ import heapq
 import numpy as np
 
 from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
+from fcp_tune.planner.joint import critical_path, plan_joint
 from fcp_tune.planner.packing import min_degrees, pack_class
 from fcp_tune.planner.pool import draft, realise, row_table
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
@@ -80,6 +81,10 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
                 break  # already slower than the other split
         else:
             best_total, best_plan = total, layouts
+    # The paper's plan is one candidate; the joint list schedule (module .joint) another.
+    joint = plan_joint(bins, m, lengths, n, budget, cost, vocab)
+    if joint is not None and joint[0] < critical_path(best_plan, lengths, n, cost):
+        return joint[1]
     return best_plan
 
 
