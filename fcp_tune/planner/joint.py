@@ -57,20 +57,25 @@ def plan_joint(
           if short.size else np.zeros(0))
     rows = [bins[i] for i in long_ids]
     row_m = m[long_ids].astype(np.int64)
-    # Short sequences may become jobs too (when one alone exceeds the target): give them rows.
-    jobs = rows + [[int(s)] for s in short.tolist()]
-    job_m = np.concatenate([row_m, np.ones(short.size, dtype=np.int64)])
-    if not jobs:
+    slack = n - 1
+    table = row_table(rows, row_m, slack, lengths, budget, cost, limit=n) if rows else np.zeros((0, slack + 1))
+    work = float((table[:, 0] * row_m).sum() + c1.sum())
+    bound = max(work / n, float(table.min(axis=1).max(initial=0.0)))
+    # A short sequence slower alone than the bound may need more ranks: a job too. Others never are.
+    big = np.nonzero(c1 > bound)[0]
+    if big.size:
+        extra = row_table([[int(short[i])] for i in big.tolist()], np.ones(big.size, dtype=np.int64), slack, lengths,
+                          budget, cost, limit=n)
+        table = np.concatenate([table, extra])
+        bound = max(bound, float(extra.min(axis=1).max()))
+    jobs = rows + [[int(short[i])] for i in big.tolist()]
+    job_m = np.concatenate([row_m, np.ones(big.size, dtype=np.int64)])
+    if not np.isfinite(table.min(axis=1, initial=np.inf)).all():
         return None
-    slack = n - int(job_m.min())
-    table = row_table(jobs, job_m, slack, lengths, budget, cost)  # [j, s]: time at job_m[j] + s ranks
-    sizes = job_m[:, None] + np.arange(slack + 1)[None, :]
-    table = np.where(sizes <= n, table, np.inf)
-    best_t = table.min(axis=1)
-    if not np.isfinite(best_t).all():
-        return None
-    work = float((table[:, 0] * job_m).sum())
-    bound = max(work / n, float(best_t.max()))
+    in_pool = np.ones(short.size, dtype=bool)
+    in_pool[big] = False
+    pool = short[in_pool]
+    pool_c1 = c1[in_pool]
     best: tuple[float, Placed] | None = None
     seen: set[bytes] = set()
     for f in T_LADDER:
@@ -78,14 +83,11 @@ def plan_joint(
         ok = table <= target
         first = np.where(ok.any(axis=1), ok.argmax(axis=1), table.argmin(axis=1))
         alloc = job_m + first
-        is_job = np.ones(len(jobs), dtype=bool)
-        is_job[len(rows):] = alloc[len(rows):] > 1  # a short sequence over the target: a job
-        key = (alloc * is_job).tobytes()
+        key = alloc.tobytes()
         if key in seen:
             continue
         seen.add(key)
-        placed = _schedule(jobs, alloc, is_job, table[np.arange(len(jobs)), first], short, c1, len(rows),
-                           lengths, n, budget, vocab)
+        placed = _schedule(jobs, alloc, table[np.arange(len(jobs)), first], pool, pool_c1, lengths, n, budget, vocab)
         if placed is None:
             continue
         span = critical_path(placed, lengths, n, cost)
@@ -95,8 +97,8 @@ def plan_joint(
 
 
 def _schedule(
-    jobs: list[list[int]], alloc: np.ndarray, is_job: np.ndarray, times: np.ndarray, short: np.ndarray,
-    c1: np.ndarray, nrows: int, lengths: np.ndarray, n: int, budget: int, vocab: Vocabulary,
+    jobs: list[list[int]], alloc: np.ndarray, times: np.ndarray, pool: np.ndarray, pool_c1: np.ndarray,
+    lengths: np.ndarray, n: int, budget: int, vocab: Vocabulary,
 ) -> Placed | None:
     """List-schedule the jobs, then deal the short sequences; waves by per-rank order."""
     free = np.zeros(n)
@@ -111,7 +113,7 @@ def _schedule(
         last_wave[start : start + size] = w
         free[start : start + size] = end
 
-    order = sorted(np.nonzero(is_job)[0].tolist(), key=lambda j: (-times[j], -alloc[j], j))
+    order = sorted(range(len(jobs)), key=lambda j: (-times[j], -alloc[j], j))
     for j in order:
         d = int(alloc[j])
         starts = np.asarray(vocab.starts(d) if vocab.capped and d > 1 else range(n - d + 1), dtype=np.int64)
@@ -125,12 +127,11 @@ def _schedule(
         k = int(np.lexsort((starts, idle, begin))[0])
         put(int(starts[k]), d, list(jobs[j]), float(begin[k] + times[j]))
     # Short sequences (not jobs): costliest first to the earliest-free rank, degree-1 groups.
-    pool = [(int(short[i - nrows]), float(c1[i - nrows])) for i in range(nrows, len(jobs)) if not is_job[i]]
-    pool.sort(key=lambda p: (-p[1], p[0]))
+    deal = sorted(zip(pool.tolist(), pool_c1.tolist()), key=lambda p: (-p[1], p[0]))
     heap = [(float(free[r]), r) for r in range(n)]
     heapq.heapify(heap)
     tail: dict[int, tuple[int, list[int], int]] = {}  # rank -> (wave index, seq ids, tokens) of its open group
-    for s, t in pool:
+    for s, t in deal:
         at, r = heapq.heappop(heap)
         length = int(lengths[s])
         open_group = tail.get(r)

@@ -219,9 +219,11 @@ def deal(
 
 
 def row_table(
-    rows: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn
+    rows: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn,
+    limit: int | None = None,
 ) -> np.ndarray:
-    """``table[i, s]``: time of row ``i`` at ``m[i] + s`` ranks; ``inf`` where memory fails.
+    """``table[i, s]``: time of row ``i`` at ``m[i] + s`` ranks; ``inf`` where memory fails
+    (and above ``limit`` ranks, when given).
 
     Cost functions without ``group_time_table`` are asked about a thinned set of degrees
     (the first 8 extra ranks, then steps of ~25 %); the others are ``inf`` (never chosen).
@@ -236,6 +238,8 @@ def row_table(
         keep[np.unique(np.round(1.25 ** np.arange(60)).astype(np.int64).clip(0, slack))] = True
         steps = np.where(keep, steps, -1)
     degrees = np.where(steps >= 0, m[:, None] + steps[None, :], 0)
+    if limit is not None:
+        degrees = np.where(degrees <= limit, degrees, 0)
     if allowed is not None:
         degrees = np.where(allowed, degrees, 0)
     row_lengths = [lengths[b] for b in rows]
