@@ -32,11 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, smallest_static_degree  # noqa: E402
 from fcp_tune.modelcfg import PRESETS  # noqa: E402
 from fcp_tune.policy import Policy, load_policy  # noqa: E402
+from fcp_tune.policy.specs import default_policy_path, fit_world, smallest_static_degree  # noqa: E402
 from fcp_tune.profile.schema import load_profile  # noqa: E402
 from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate  # noqa: E402
+from fcp_tune.workload import default_workload_path  # noqa: E402
 from fcp_tune.workload import load_workload  # noqa: E402
 
 

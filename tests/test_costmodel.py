@@ -233,7 +233,7 @@ def test_cost_model_drives_the_planner():
     cm = CostModel.from_profile(reference_profile(1), PRESETS["llama3-8b"], "allgather")
     policy = Policy(kind="adaptive", world_size=8, token_budget=16384)
     seqlens = [60000, 9000, 4000, 2000, 1500, 800, 500, 300, 200, 100]
-    plan = plan_batch(seqlens, policy, 8, cost=cm)
+    plan = plan_batch(seqlens, policy, cost=cm)
     plan.validate(seqlens, policy)
     pred = cm.predict(plan, seqlens)
     assert pred.step_time > 0 and 0 < pred.efficiency <= 1
