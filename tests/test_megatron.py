@@ -14,10 +14,8 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.megatron import deal_round_robin, first_fit
-from fcp_tune.policy import Policy
-from fcp_tune.policy import KINDS, pad_to_multiple
-from fcp_tune.policy.specs import resolve_policy
-from fcp_tune.policy.specs import baseline_policies
+from fcp_tune.policy import KINDS, Policy, min_degree_for, pad_to_multiple
+from fcp_tune.policy.specs import baseline_policies, resolve_policy
 from fcp_tune.profile.reference import reference_profile
 from fcp_tune.search.evaluate import Evaluator, Scored, reference_scores
 from fcp_tune.workload import Workload
@@ -120,6 +118,15 @@ def test_bound_uses_the_cheapest_fitting_degree(cost8):
     assert fit > one
     assert fit == pytest.approx(min(d * (cost8.group_time([20000], d) - cost8._wave_s)
                                     for d in range(3, 7)))
+
+
+def test_bound_uses_the_exact_memory_minimum_at_odd_budgets(cost8):
+    # 32763 tokens fit 4 x 8191 by the ceiling, but zigzag chunking puts 8192 tokens on a rank
+    # at 4 ranks: the bound starts at 5 ranks, as every plan does (min_degree_for).
+    length, budget = 32763, 8191
+    assert -(-length // budget) == 4 and min_degree_for(length, budget) == 5
+    assert cost8.sequence_work(length, budget) == pytest.approx(
+        min(d * (cost8.group_time([length], d) - cost8._wave_s) for d in range(5, 9)))
 
 
 def test_reference_scores_name_the_three_baselines(cost8):
