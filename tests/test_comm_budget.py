@@ -1,4 +1,4 @@
-"""search/simulate count communicators per rank and can trade step time for fewer of them."""
+"""search and simulate count communicators per rank and can trade step time for fewer of them."""
 
 from __future__ import annotations
 

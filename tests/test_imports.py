@@ -30,9 +30,13 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imports(tree: ast.AST, me: str, is_package: bool) -> set[str]:
-    """Every module name ``tree`` imports at run time (relative imports resolved)."""
+def _imports(tree: ast.AST, me: str, is_package: bool, required: set[str] | None = None) -> set[str]:
+    """Every module name ``tree`` imports at run time (relative imports resolved).
+
+    ``required`` collects the names that must be modules (``import X``, ``from X import ...``).
+    """
     found: set[str] = set()
+    required = set() if required is None else required
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
@@ -41,6 +45,7 @@ def _imports(tree: ast.AST, me: str, is_package: bool) -> set[str]:
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
+            required.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = me.split(".") if is_package else me.split(".")[:-1]
@@ -49,6 +54,7 @@ def _imports(tree: ast.AST, me: str, is_package: bool) -> set[str]:
             else:
                 target = node.module or ""
             found.add(target)
+            required.add(target)
             found.update(f"{target}.{alias.name}" for alias in node.names)  # kept if a module
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -102,6 +108,20 @@ def test_fcp_tune_has_no_import_cycle():
     assert len(graph) > 50 and "fcp_tune.policy.core" in graph["fcp_tune.planner.api"] | graph["fcp_tune.policy"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_imported_fcp_tune_module_exists():
+    # A stale name (a renamed module) must fail here, not resolve to another checkout's copy.
+    files = {module_name(p): p for p in ROOT.rglob("*.py")}
+    files.update({module_name(p / "__init__.py"): p for p in ROOT.rglob("*") if p.is_dir()})  # namespace packages
+    missing = []
+    for name, path in files.items():
+        if path.suffix != ".py":
+            continue
+        required: set[str] = set()
+        _imports(ast.parse(path.read_text(), str(path)), name, path.name == "__init__.py", required)
+        missing += [f"{name}: {t}" for t in required if t.split(".")[0] == "fcp_tune" and t not in files]
+    assert not missing, missing
 
 
 def test_policy_package_does_not_import_the_planner():

@@ -107,7 +107,7 @@ def test_adaptive_is_predicted_no_slower_than_fixed_policies(data):
     """Within 25 % of the best static / pow2 plan on every batch (it usually wins outright).
 
     Uncapped (any contiguous range) always; with the default vocabulary (nodes of 8, at most
-    16 communicators per rank) too when the world is whole nodes (or one node).
+    DEFAULT_MAX_COMMUNICATORS = 24 communicators per rank) too when the world is whole nodes (or one node).
     """
     n, budget, lengths = data.draw(batches())
     cost = DefaultCost()

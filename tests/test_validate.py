@@ -21,7 +21,7 @@ from fcp_tune.planner import plan_batch
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import save_profile
 from fcp_tune.profile.synthetic import synthetic_profile
-from fcp_tune.validate import (
+from fcp_tune.fidelity import (
     PolicyValidation, StepValidation, busy_mape, compare_step, default_profile_path, mape, percent_error, validate,
 )
 from fcp_tune.workload import BatchSampler, load_workload

@@ -14,6 +14,7 @@ from rich.table import Table
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
 from fcp_tune.cli.tables import print_table, wide_option
+from fcp_tune.fidelity import default_profile_path
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy import load_policy
@@ -22,7 +23,6 @@ from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-from fcp_tune.validate import default_profile_path
 from fcp_tune.workload import default_workload_path, load_workload
 
 

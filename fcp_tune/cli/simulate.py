@@ -14,7 +14,7 @@ from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy.kinds import spec_help
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
-from fcp_tune.search.simulate import simulate as simulate_policies
+from fcp_tune.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
 

@@ -12,12 +12,12 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
 from fcp_tune.policy import load_policy
 from fcp_tune.policy.kinds import spec_help
 from fcp_tune.policy.specs import default_policy_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.schemes import scheme_names
-from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
 from fcp_tune.workload import default_workload_path, load_workload
 
 DEFAULT_COMPARE = ("static", "pow2")
