@@ -91,7 +91,7 @@ def test_efficiency_at_most_one_on_planned_batches(prof):
     wl = load_workload("lognormal:median=2000,sigma=1.3,max=65536,n=2000", global_batch_tokens=16 * 16384)
     for batch in BatchSampler(wl, seed=3).batches(3):
         for kind in ("adaptive", "pow2"):
-            plan = plan_batch(batch, Policy(kind, 16, 16384), 16, cm)
+            plan = plan_batch(batch, Policy(kind, 16, 16384), cost=cm)
             pred = cm.predict(plan, batch, 16384)
             assert 0 < pred.efficiency <= 1 + 1e-12
 
@@ -99,6 +99,6 @@ def test_efficiency_at_most_one_on_planned_batches(prof):
 def test_perfectly_balanceable_batch_reaches_one(prof):
     cm = CostModel.from_profile(prof, LLAMA, "allgather", 8)
     batch = [4096] * 8  # one short sequence per rank: data parallel is the ideal plan
-    plan = plan_batch(batch, Policy("adaptive", 8, 16384), 8, cm)
+    plan = plan_batch(batch, Policy("adaptive", 8, 16384), cost=cm)
     pred = cm.predict(plan, batch, 16384)
     assert pred.efficiency == pytest.approx(1.0, rel=1e-9)

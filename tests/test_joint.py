@@ -39,7 +39,7 @@ def test_never_worse_than_the_per_wave_planner_on_the_regression_table(costs):
         wl = load_workload(TABLE["workloads"][row["workload"]], global_batch_tokens=int(row["fill"] * n * budget))
         batch = BatchSampler(wl, seed=row["seed"]).batch(0)
         policy = Policy("adaptive", n, budget, max_communicators=row["max_communicators"])
-        plan = plan_batch(batch, policy, n, costs[n])
+        plan = plan_batch(batch, policy, cost=costs[n])
         plan.validate(batch, policy)
         step = costs[n].predict(plan, batch, budget).step_time
         assert step <= row["step_s"] * (1 + 1e-9), row
@@ -71,7 +71,7 @@ def test_joint_schedules_are_valid_plans(costs, n, cap, fill, seed):
     if got is None:
         return
     span, placed = got
-    plan = plan_batch(lengths, policy, n, costs[n])  # the planner's pick: valid and no slower
+    plan = plan_batch(lengths, policy, cost=costs[n])  # the planner's pick: valid and no slower
     plan.validate(lengths, policy)
     from fcp_tune.planner.plan import Group, Plan, Wave
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from fcp_tune.planner.cost import CostFn, cost_table, finish_times
 from fcp_tune.planner.plan import Group, Plan, Wave
-from fcp_tune.planner.pool import row_table
+from fcp_tune.planner.adaptive_wave import row_table
 from fcp_tune.planner.table import estimate_table
 from fcp_tune.planner.vocab import Vocabulary
 
