@@ -126,23 +126,28 @@ def _schedule(
         idle = d * begin - (sums[starts + d] - sums[starts])
         k = int(np.lexsort((starts, idle, begin))[0])
         put(int(starts[k]), d, list(jobs[j]), float(begin[k] + times[j]))
-    # Short sequences (not jobs): costliest first to the earliest-free rank, degree-1 groups.
-    deal = sorted(zip(pool.tolist(), pool_c1.tolist()), key=lambda p: (-p[1], p[0]))
-    heap = [(float(free[r]), r) for r in range(n)]
+    # Short sequences (not jobs): costliest first to the earliest-free rank, degree-1 groups
+    # of at most ``budget`` tokens (a rank opens another group when its last one is full).
+    order = np.lexsort((pool, -pool_c1)).tolist()
+    seqs, secs, toks = pool.tolist(), pool_c1.tolist(), lengths[pool].tolist()
+    heap = [(at, r) for r, at in enumerate(free.tolist())]
     heapq.heapify(heap)
-    tail: dict[int, tuple[int, list[int], int]] = {}  # rank -> (wave index, seq ids, tokens) of its open group
-    for s, t in deal:
+    groups: list[list[list[int]]] = [[] for _ in range(n)]  # per rank: its degree-1 groups, in order
+    room = [0] * n  # tokens left in each rank's last group
+    for i in order:
         at, r = heapq.heappop(heap)
-        length = int(lengths[s])
-        open_group = tail.get(r)
-        if open_group is not None and open_group[2] + length <= budget:
-            open_group[1].append(s)
-            tail[r] = (open_group[0], open_group[1], open_group[2] + length)
-        else:
-            ids = [s]
-            put(r, 1, ids, at)
-            tail[r] = (int(last_wave[r]), ids, length)
-        heapq.heappush(heap, (at + t, r))
+        if toks[i] > room[r]:
+            groups[r].append([])
+            room[r] = budget
+        groups[r][-1].append(seqs[i])
+        room[r] -= toks[i]
+        heapq.heappush(heap, (at + secs[i], r))
+    for r in range(n):
+        for k, ids in enumerate(groups[r]):
+            w = int(last_wave[r]) + 1 + k
+            while len(waves) <= w:
+                waves.append([])
+            waves[w].append((r, 1, ids))
     return [w for w in waves if w]
 
 
