@@ -17,8 +17,8 @@ allotment-then-list-scheduling methods for moldable jobs:
    degree-1 groups that respect the token budget. A group's wave is one more than the
    last wave on any of its ranks, so the plan's critical path is exactly the schedule.
 4. **T searched** over a geometric ladder above the lower bound (all work spread evenly,
-   or the longest job at its fastest size); the candidate with the least predicted
-   critical path is returned. :func:`~.adaptive.plan_adaptive` compares it with the
+   or the longest job at its fastest size), until :data:`PATIENCE` distinct allotments in
+   a row bring no gain; the candidate with the least predicted critical path is returned. :func:`~.adaptive.plan_adaptive` compares it with the
    paper's packing + DP plan and keeps the better of the two.
 
 Group ranges respect the vocabulary (:mod:`.vocab`: only its ranges when capped) and the
@@ -41,6 +41,7 @@ Placed = list[list[tuple[int, int, list[int]]]]
 
 # Targets tried, as multiples of the lower bound (about 3 % apart near it, wider above).
 T_LADDER = (1.0, 1.01, 1.02, 1.035, 1.05, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.7, 2.0)
+PATIENCE = 3  # distinct allotments in a row without a shorter critical path before stopping
 
 
 def plan_joint(
@@ -78,7 +79,10 @@ def plan_joint(
     pool_c1 = c1[in_pool]
     best: tuple[float, Placed] | None = None
     seen: set[bytes] = set()
+    misses = 0
     for f in T_LADDER:
+        if misses >= PATIENCE:
+            break  # looser targets only over-shard less; two in a row did not help
         target = bound * f
         ok = table <= target
         first = np.where(ok.any(axis=1), ok.argmax(axis=1), table.argmin(axis=1))
@@ -92,7 +96,9 @@ def plan_joint(
             continue
         span = critical_path(placed, lengths, n, cost)
         if best is None or span < best[0]:
-            best = (span, placed)
+            best, misses = (span, placed), 0
+        else:
+            misses += 1
     return best
 
 
