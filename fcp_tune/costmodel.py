@@ -221,10 +221,16 @@ class CostModel:
         counted.pop(0, None)
         if not counted:
             return 0.0
-        # Every distinct length's memoised arrays, summed with its multiplicity in one step.
+        # Every distinct length's memoised arrays times its multiplicity: summed one by one for a
+        # few lengths, in one tensordot for many (the planner's pools hold hundreds).
         parts = [self._seq(length, degree) for length in counted]
-        times = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
-        fwd, bwd, cnt = (np.tensordot(times, np.stack([p[i] for p in parts]), axes=1) for i in range(3))
+        if len(parts) <= 8:
+            fwd = bwd = cnt = 0.0
+            for (f, b, c), times in zip(parts, counted.values()):
+                fwd, bwd, cnt = fwd + times * f, bwd + times * b, cnt + times * c
+        else:
+            times = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
+            fwd, bwd, cnt = (np.tensordot(times, np.stack([p[i] for p in parts]), axes=1) for i in range(3))
         layers = self.model.layers
         core = max(0.0, self._core_s_per_token + self._core_slope * (degree - 1))
         linear = cnt * (self._lin_s_per_token + layers * core) + self._wave_s
