@@ -7,8 +7,7 @@ from typing import Optional
 import typer
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
-from fcp_tune.cli.search import search_progress
+from fcp_tune.cli.common import cli_errors, console, print_json, search_progress
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.bundled import resolve_profile_path

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.progress import TextColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, search_progress
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
@@ -23,21 +21,6 @@ from fcp_tune.profile.schema import load_profile
 from fcp_tune.validate import default_profile_path
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
 from fcp_tune.workload import load_workload
-
-
-@contextmanager
-def search_progress(trials: int) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar over ``trials`` with the best value so far; yields the ``on_trial`` callback."""
-    with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
-        task = bar.add_task("searching", total=trials, best="-")
-        best = [float("inf")]
-
-        def on_trial(done: int, total: int, value: float) -> None:
-            if value == value:  # not NaN
-                best[0] = min(best[0], value)
-            bar.update(task, completed=done, best=f"{best[0]:.4g} s")
-
-        yield on_trial
 
 
 def _slug(text: str) -> str:
