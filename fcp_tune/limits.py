@@ -45,7 +45,8 @@ def check_int(name: str, value: Any, lo: int = 1, hi: Optional[int] = None) -> i
         raise FcpTuneError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < lo:
-        raise FcpTuneError(f"{name} must be >= {lo}, got {value}")
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f">= {lo}")
+        raise FcpTuneError(f"{name} must be {what}, got {value}")
     if hi is not None and value > hi:
         raise FcpTuneError(f"{name} must be <= {hi:,}, got {value:,}")
     return value
