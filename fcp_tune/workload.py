@@ -218,6 +218,8 @@ def load_workload(spec: str, *, global_batch_tokens: int | None = None, max_len:
 
     head = spec.partition(":")[0]
     path = Path(spec)
+    if (field is not None or text_field is not None) and (head in BUILTINS or path.is_dir()):
+        raise FcpTuneError(f"{spec}: --field/--text-field apply to .jsonl files only")
     if head in BUILTINS:
         raw, source = _Raw(_builtin(spec, seed), spec), f"builtin:{spec} (seed={seed})"
     elif path.is_dir():
