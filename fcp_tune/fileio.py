@@ -35,6 +35,8 @@ def check_output_path(path: str | os.PathLike[str], what: str = "--out") -> Path
         st = os.stat(target)
     except FileNotFoundError:
         st = None
+    except NotADirectoryError:
+        raise FcpTuneError(f"{what}: {path}: a parent is not a directory") from None
     except OSError as exc:
         raise FcpTuneError(f"{what}: {path}: cannot use: {exc.strerror}") from None
     if st is not None:
