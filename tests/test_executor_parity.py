@@ -46,13 +46,13 @@ def _rank(rank, world, dtype, scheme):
     cfg = dataclasses.replace(MODEL, dtype=dtype)
     out = []
     policies = _policies(world, scheme)
-    ranges = sorted({r for p in policies for r in candidate_ranges(p, world)}, key=lambda r: (r[1], r[0]))
+    ranges = sorted({r for p in policies for r in candidate_ranges(p)}, key=lambda r: (r[1], r[0]))
     pool = GroupPool(ranges, world)
     for policy in policies:
         model = build_model(cfg, seed=1)
         params = list(model.parameters())
         state = PolicyState(policy.kind, policy, model, torch.optim.SGD(params, lr=0.0), params)
-        plan = plan_batch(SEQLENS, policy, world)
+        plan = plan_batch(SEQLENS, policy)
         plan.validate(SEQLENS, policy)
         loss_part, _ = run_waves(state, plan, SEQLENS, step=3, pool=pool, seed=7, device=torch.device("cpu"))
         loss = allreduce_grads(params, loss_part, torch.device("cpu"))

@@ -37,7 +37,7 @@ def make_plan(seqlens: Sequence[int], policy: Policy, world: int, cost: Any = No
     try:
         if fail is not None:
             raise RuntimeError(fail)
-        plan, error = plan_batch(seqlens, policy, world, cost=cost), None
+        plan, error = plan_batch(seqlens, policy, cost=cost), None
     except Exception as exc:  # noqa: BLE001 - handed to the collective agreement
         plan, error = None, exc
     return plan, error, time.perf_counter() - t0

@@ -1,41 +1,22 @@
 """Finding a profile, in one place: a file, a bundled profile's name, or the default for a host.
 
-``--profile`` takes a path or a bundled name (:func:`resolve_profile_path`); without it
-commands use the newest profile measured on this host (:func:`default_profile_path`).
+``--profile`` takes a path or a bundled name (:func:`~fcp_tune.profile.bundled.resolve_profile_path`,
+re-exported here); without it commands use the newest profile measured on this host
+(:func:`default_profile_path`).
 :func:`find_profile` does both and reads the file once.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 from typing import Optional, Sequence
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.profile.bundled import bundled_profile_names, bundled_profiles_dir
+from fcp_tune.profile.bundled import bundled_profiles_dir, resolve_profile_path  # noqa: F401 - re-exported
 from fcp_tune.profile.schema import Profile, read_profile_file
 
 BUNDLED_CPU_PROFILE = "cpu-epyc-2proc-tiny.yaml"
-
-
-def resolve_profile_path(spec: str | os.PathLike[str]) -> Path:
-    """``spec`` as a file: an existing path as is, else a bundled profile of that name.
-
-    A name is a bare file name with or without ``.yaml``; a missing path with a directory
-    part, or an unknown name, is an error that lists the bundled names.
-    """
-    path = Path(spec)
-    if path.exists() or len(path.parts) != 1:
-        return path
-    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
-    candidate = bundled_profiles_dir() / f"{stem}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise FcpTuneError(
-        f"profile {str(spec)!r}: no such file and no bundled profile of that name "
-        f"(bundled: {', '.join(bundled_profile_names())})"
-    )
 
 
 def default_profile_path(model: str, world_size: int, search: Sequence[Path] | None = None) -> Path:

@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
 
-from fcp_tune.baselines import check_fits, fit_world, resolve_policy
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.limits import MAX_BATCHES, MAX_TOKENS, MAX_WORLD_SIZE, check_int, check_opt_int, check_seed, check_tokens
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.policy.specs import baseline_policies, check_fits, fit_world, resolve_policy
 from fcp_tune.profile.schema import Profile
-from fcp_tune.schemes import get_scheme
-from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_scores, speedups_over
+from fcp_tune.schemes import DEFAULT_SCHEME, get_scheme
+from fcp_tune.search.evaluate import Evaluator, Scored, reference_scores, speedups_over
 from fcp_tune.workload import Workload
 
 
@@ -115,7 +115,7 @@ def simulate(
     model: ModelConfig,
     world_sizes: Sequence[int],
     token_budget: int,
-    scheme: str = "allgather",
+    scheme: str = DEFAULT_SCHEME,
     batches: int = 4,
     seed: int = 0,
     max_communicators: Optional[int] = None,
@@ -136,7 +136,7 @@ def simulate(
         cost = CostModel.from_profile(profile, model, scheme=scheme, world_size=n)
         ev = Evaluator(cost, workload, n, batches=batches, seed=seed)
         refs = reference_scores(
-            [(name, ev.score(p)) for name, p in baseline_policies(n, token_budget, scheme, max_len)
+            [Scored(name, p, ev.score(p)) for name, p in baseline_policies(n, token_budget, scheme, max_len)
              if p.kind != "adaptive"]
         )
         best_name = refs["best_static"][0]
