@@ -432,8 +432,6 @@ def test_concurrent_searches_share_the_trial_budget(tmp_path, files):
     from fcp_tune.search.study import completed_trials
 
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    # Create the study first (workers racing to create the database schema is Optuna's business).
-    optuna.create_study(study_name="shared", storage=storage, direction="minimize")
     ctx = mp.get_context("fork")
     trials = 40
     workers = [ctx.Process(target=_worker, args=(storage, files["prof_yaml"], files["wl_txt"], trials))
