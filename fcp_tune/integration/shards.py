@@ -39,6 +39,8 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     ``labels`` follows the Hugging Face convention (aligned with the input ids, ``-100`` for
     tokens not to learn), so ``shift_labels(input_ids)`` is plain next-token prediction.
     """
+    if labels.numel() == 0:
+        return labels.clone()
     return torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])
 
 
