@@ -70,7 +70,7 @@ def _doc_rank(rank, world, mod):
 
 
 def _fsdp_rank(rank, world, mod, steps=3, lr=1e-2):
-    """The doc's FSDP2 variant of the loop."""
+    """The doc's FSDP2 variant of the loop (every rank runs every wave, gradients summed)."""
     from torch.distributed.fsdp import fully_shard
 
     from fcp_tune.executor.model import build_model
@@ -81,11 +81,11 @@ def _fsdp_rank(rank, world, mod, steps=3, lr=1e-2):
     cfg = ModelConfig(vocab_size=64, hidden=32, layers=2, heads=4, kv_heads=2, ffn_hidden=48, dtype="float64")
     model = build_model(cfg, seed=0)
     for block in model.blocks:
-        fully_shard(block)
-    fully_shard(model)
-    model.set_gradient_divide_factor(1.0)
+        fully_shard(block).set_gradient_divide_factor(1.0)
+    fully_shard(model).set_gradient_divide_factor(1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    policy = Policy(kind="adaptive", world_size=world, token_budget=48)
+    # static degree 2 on 3 ranks: rank 2 sits every wave out, so idle (empty) waves run too
+    policy = Policy(kind="static", degree=2, world_size=world, token_budget=48)
     losses, idle = [], 0
     with FCP(policy, include_idle=True) as fcp:
         for step in fcp.stream(mod.batches(steps, cfg.vocab_size)):
