@@ -67,9 +67,9 @@ def batch(step: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def policy(world: int) -> Policy:
+def policy(world: int, scheme: str = "ring") -> Policy:
     """Adaptive FCP: at most 48 tokens per rank and wave, so long sequences need several ranks."""
-    return Policy(kind="adaptive", world_size=world, token_budget=48)
+    return Policy(kind="adaptive", world_size=world, token_budget=48, scheme=scheme)
 
 
 def train_rank(rank: int, world: int, arch: str, steps: int, lr: float, scheme: str = "ring") -> dict:
@@ -78,8 +78,7 @@ def train_rank(rank: int, world: int, arch: str, steps: int, lr: float, scheme: 
     model = build_model(arch, "fcp")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses, layouts = [], []
-    pol = Policy(**{**policy(world).to_dict(), "scheme": scheme}) if scheme != "ring" else policy(world)
-    with FCP(pol) as fcp:
+    with FCP(policy(world, scheme)) as fcp:
         for step in fcp.stream(batch(s) for s in range(steps)):
             part = 0.0
             for wave in step.waves:

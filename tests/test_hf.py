@@ -45,8 +45,8 @@ def reference(example):
     return example.train_reference("llama", STEPS, LR)
 
 
-def _run(example, world, scheme="ring"):
-    return run_local(example.train_rank, world, args=("llama", STEPS, LR, scheme), timeout=300,
+def _run(example, world, scheme="ring", arch="llama"):
+    return run_local(example.train_rank, world, args=(arch, STEPS, LR, scheme), timeout=300,
                      collective_timeout=120)[0]
 
 
@@ -60,6 +60,13 @@ def test_llama_gqa_trains_like_one_process_in_float64(example, reference, world)
     assert dl <= TOL and dp <= TOL, (dl, dp)
     assert reference["losses"][0] > 1.0  # a real cross-entropy
     assert max(float(p.abs().max()) for p in reference["params"].values()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, scheme", [("qwen2", "allgather"), ("qwen3", "ulysses"), ("mistral", "ring")])
+def test_other_families_and_schemes_train_like_one_process(example, arch, scheme):
+    dl, dp = example.max_differences(_run(example, 2, scheme, arch), example.train_reference(arch, STEPS, LR))
+    assert dl <= TOL and dp <= TOL, (arch, scheme, dl, dp)
 
 
 def _shift_per_shard(tokens, targets, seq_ids, degree, rank):
