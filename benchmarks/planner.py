@@ -68,13 +68,13 @@ def bench(world: int, count: int, budget: int, repeats: int, seed: int) -> list[
     rows = []
     for name, policy in policies(world, budget):
         for w in range(3):
-            plan_batch(sample_lengths(count, world, budget, seed - 1 - w), policy, world, cost)
+            plan_batch(sample_lengths(count, world, budget, seed - 1 - w), policy, cost=cost)
         times, waves, steps = [], [], []
         for r in range(repeats):
             lengths = sample_lengths(count, world, budget, seed + r)
             gc.collect()
             t0 = time.perf_counter()
-            plan = plan_batch(lengths, policy, world, cost)
+            plan = plan_batch(lengths, policy, cost=cost)
             times.append((time.perf_counter() - t0) * 1e3)
             waves.append(len(plan.waves))
             steps.append(step_cost(plan, lengths, cost))
@@ -128,7 +128,7 @@ def cap_cost(caps: tuple[int, ...] = (0, 16, 24), worlds: tuple[int, ...] = (8, 
                 policy = Policy("adaptive", n, budget, max_communicators=cap)
                 steps, used, t0 = [], set(), time.perf_counter()
                 for b in sample:
-                    plan = plan_batch(b, policy, n, cost)
+                    plan = plan_batch(b, policy, cost=cost)
                     steps.append(cost.predict(plan, b, budget).step_time)
                     used |= {r for r in plan.ranges() if r[1] > 1}
                 step = statistics.fmean(steps)

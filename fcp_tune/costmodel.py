@@ -32,13 +32,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner.cost import finish_times
 from fcp_tune.planner.plan import Plan
-from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.policy.degrees import min_degree_for
 from fcp_tune.profile.flops import activation_formula
 from fcp_tune.profile.interp import AttentionGrid, CommTable
 from fcp_tune.profile.schema import Profile
-from fcp_tune.schemes import Scheme, get_scheme
+from fcp_tune.schemes import DEFAULT_SCHEME, Scheme, get_scheme
 from fcp_tune.schemes.layout import shard_layout, tokens_per_rank
 
 
@@ -84,7 +85,7 @@ class CostModel:
 
     profile: Profile
     model: ModelConfig
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     world_size: int | None = None
     _grid: AttentionGrid = field(init=False, repr=False, compare=False)
     _comm: CommTable = field(init=False, repr=False, compare=False)
@@ -132,7 +133,7 @@ class CostModel:
 
     @classmethod
     def from_profile(
-        cls, profile: Profile, model: ModelConfig, scheme: str = "allgather", world_size: int | None = None
+        cls, profile: Profile, model: ModelConfig, scheme: str = DEFAULT_SCHEME, world_size: int | None = None
     ) -> "CostModel":
         """Build the model; errors name what the profile lacks for ``world_size`` ranks."""
         return cls(profile, model, scheme, world_size)
@@ -262,15 +263,16 @@ class CostModel:
     def sequence_work(self, seqlen: int, token_budget: int | None = None) -> float:
         """Least rank-seconds of one sequence alone: ``min d * (group_time([L], d) - wave_s)``.
 
-        Over the degrees that fit it, from its memory minimum ``m = ceil(L / token_budget)``
-        (1 without a budget) up to ``min(N, 2 m)``; more ranks only add communication and
+        Over the degrees that fit it, from its memory minimum ``m``
+        (:func:`~fcp_tune.policy.degrees.min_degree_for`, the rule every plan obeys: ``ceil(L /
+        token_budget)``, more for a few lengths at an odd budget; 1 without a budget) up to ``min(N, 2 m)``; more ranks only add communication and
         shrink kernels. The per-call fixed cost is left out (a perfect plan pays it once per
         rank, see :meth:`ideal_time`). Memoised per (length, budget).
         """
         key = ("work", int(seqlen), token_budget)
         hit = self._memo.get(key)
         if hit is None:
-            m = 1 if token_budget is None else max(1, -(-int(seqlen) // int(token_budget)))
+            m = 1 if token_budget is None else min_degree_for(int(seqlen), int(token_budget))
             top = min(self.world_size, 2 * m)
             hit = min((d * (self.group_time([int(seqlen)], d) - self._wave_s) for d in range(m, top + 1)),
                       default=float("inf"))

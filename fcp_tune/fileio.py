@@ -8,6 +8,7 @@ when either is off.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,27 @@ from typing import Any, Mapping
 import yaml
 
 from fcp_tune.errors import FcpTuneError
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain YAML/JSON data: str/int/float/bool/None, lists and str-keyed dicts.
+
+    The one "make YAML-safe" helper: numpy scalars become Python numbers, mappings dicts,
+    tuples lists; anything else its ``str``.
+    """
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()  # numpy scalars
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -191,6 +192,11 @@ class _Raw:
     name: str
     global_batch_tokens: int | None = None
     max_len: int | None = None
+
+
+def default_workload_path() -> Path:
+    """The bundled default workload (a log-normal long tail sized for a CPU run)."""
+    return Path(str(resources.files("fcp_tune") / "data" / "default_workload.yaml"))
 
 
 def load_workload(spec: str, *, global_batch_tokens: int | None = None, max_len: int | None = None,

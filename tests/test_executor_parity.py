@@ -45,13 +45,13 @@ def _rank(rank, world, dtype, scheme):
     cfg = dataclasses.replace(MODEL, dtype=dtype)
     out = []
     policies = _policies(world, scheme)
-    ranges = sorted({r for p in policies for r in candidate_ranges(p, world)}, key=lambda r: (r[1], r[0]))
+    ranges = sorted({r for p in policies for r in candidate_ranges(p)}, key=lambda r: (r[1], r[0]))
     pool = GroupPool(ranges, world)
     for policy in policies:
         model = build_model(cfg, seed=1)
         params = list(model.parameters())
         state = PolicyState(policy.kind, policy, model, torch.optim.SGD(params, lr=0.0), params)
-        plan = plan_batch(SEQLENS, policy, world)
+        plan = plan_batch(SEQLENS, policy)
         plan.validate(SEQLENS, policy)
         inputs = prepare(state, SEQLENS, 3, pool, 7, torch.device("cpu"), Planned(plan, None, 0.0, 0.0))
         loss_part, _ = run_waves(state, inputs)

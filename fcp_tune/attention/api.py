@@ -25,6 +25,7 @@ from fcp_tune.attention.kernels import default_scale
 from fcp_tune.attention.ring import RingAttention
 from fcp_tune.attention.ulysses import UlyssesAttention
 from fcp_tune.schemes import get_scheme
+from fcp_tune.schemes import DEFAULT_SCHEME
 from fcp_tune.schemes.layout import ShardLayout, shard_layout, validate_cu_seqlens
 
 # The autograd function that executes each scheme of :mod:`fcp_tune.schemes`.
@@ -135,7 +136,7 @@ def cp_attention(
     cu_seqlens: CuSeqlens,
     group: GroupArg = WORLD,
     causal: bool = True,
-    scheme: str = "allgather",
+    scheme: str = DEFAULT_SCHEME,
     scale: Optional[float] = None,
 ) -> torch.Tensor:
     """Exact variable-length attention over sequences split across a context-parallel group.

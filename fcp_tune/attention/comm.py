@@ -18,9 +18,10 @@ import torch.distributed as dist
 
 from fcp_tune.schemes.layout import ShardLayout
 
-# torch 2.14 renames the tensor collectives; accept either.
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+# torch 2.14 renames the tensor collectives; accept either (the one shim: the profiler's
+# collective timings use these too, so they time the calls the attention makes).
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 # Seconds spent blocked in communication, for whoever opened a ``timed_comm`` block in
 # this context (the executor's per-rank comm/busy split). Unset means nobody is counting.
@@ -118,7 +119,7 @@ def all_gather_varlen(x: torch.Tensor, counts: tuple[int, ...], info: GroupInfo)
         return [x[:0] for _ in counts]
     out = x.new_empty((info.size * width,) + tuple(x.shape[1:]))
     t0 = time.perf_counter()
-    _all_gather(out, _pad_rows(x, width), group=info.group)
+    all_gather_single(out, _pad_rows(x, width), group=info.group)
     _account(t0)
     return [out[r * width : r * width + c] for r, c in enumerate(counts)]
 
@@ -134,7 +135,7 @@ def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], in
     send = torch.cat([_pad_rows(p, width) for p in parts], 0)
     out = send.new_empty((width,) + tuple(send.shape[1:]))
     t0 = time.perf_counter()
-    _reduce_scatter(out, send, group=info.group)
+    reduce_scatter_single(out, send, group=info.group)
     _account(t0)
     return out[:mine]
 

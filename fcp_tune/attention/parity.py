@@ -18,6 +18,7 @@ import torch.distributed as dist
 from fcp_tune.attention.api import cp_attention, shard
 from fcp_tune.attention.reference import reference_attention
 from fcp_tune.schemes import SCHEMES, get_scheme
+from fcp_tune.schemes import DEFAULT_SCHEME
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,7 +29,7 @@ class ParityCase:
 
     group: tuple[int, ...]
     seqlens: tuple[int, ...]
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     causal: bool = True
     dtype: str = "float64"
     heads: int = 4

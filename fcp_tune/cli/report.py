@@ -14,6 +14,7 @@ from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.report import build_report, write_report
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, reproduce_command
 from fcp_tune.workload import load_workload
 
@@ -31,7 +32,7 @@ def report(
     ranges: int = typer.Option(5, "--ranges", min=1, help="Length ranges of the searched policy."),
     batches: int = typer.Option(8, "--batches", min=1, help="Seeded global batches each score averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON too."),
 ) -> None:

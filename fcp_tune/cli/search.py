@@ -14,15 +14,16 @@ from rich.table import Table
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
 from fcp_tune.cli.tables import print_table, wide_option
+from fcp_tune.fidelity import default_profile_path
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.baselines import default_policy_path, default_workload_path
 from fcp_tune.policy import load_policy
+from fcp_tune.policy.specs import default_policy_path
 from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
-from fcp_tune.validate import default_profile_path
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-from fcp_tune.workload import load_workload
+from fcp_tune.workload import default_workload_path, load_workload
 
 
 @contextmanager
@@ -56,7 +57,7 @@ def search(
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed"),
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
@@ -123,10 +124,11 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
     cmp_ = Table(title="predicted step time (cost model)")
     for col in ("policy", "step s", "tokens/s", "efficiency", "speedup of searched"):
         cmp_.add_column(col, justify="left" if col == "policy" else "right")
-    rows = [("searched", result.score)] + sorted(result.baselines, key=lambda x: x[1].step_s)
+    rows = [("searched", "searched", result.score)] + [
+        (b.name, b.policy.kind, b.score) for b in sorted(result.baselines, key=lambda b: b.score.step_s)]
     static_shown = 0
-    for name, s in rows:
-        if name.startswith("static:"):
+    for name, kind, s in rows:
+        if kind == "static":
             static_shown += 1
             if static_shown > 4:
                 continue

@@ -11,21 +11,23 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
+from fcp_tune.policy.kinds import spec_help
 from fcp_tune.profile.schema import load_profile
-from fcp_tune.search.simulate import simulate as simulate_policies
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
+from fcp_tune.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
+    policies: List[str] = typer.Argument(..., help=f"Policy files or kinds: {spec_help()}."),
     profile: str = typer.Option(..., "--profile", help="Profile YAML."),
     workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
     world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
     token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens per rank per wave."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
-    scheme: str = typer.Option("allgather", "--scheme"),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()}."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
     batches: int = typer.Option(4, "--batches", min=1),
     seed: int = typer.Option(0, "--seed"),

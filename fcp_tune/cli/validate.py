@@ -8,15 +8,17 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
 from fcp_tune.policy import load_policy
+from fcp_tune.policy.kinds import spec_help
+from fcp_tune.policy.specs import default_policy_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
-from fcp_tune.workload import load_workload
+from fcp_tune.schemes import scheme_names
+from fcp_tune.workload import default_workload_path, load_workload
 
 DEFAULT_COMPARE = ("static", "pow2")
 
@@ -79,7 +81,7 @@ def render(report: ValidationReport, wide: bool = False) -> None:
 @app.command(name="validate")
 @cli_errors
 def validate_cmd(
-    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy file, or static[:D] / pow2 / adaptive. Default: the bundled adaptive policy."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: static,pow2."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail, documents split at the largest power of two <= nproc, x token_budget."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
@@ -87,7 +89,7 @@ def validate_cmd(
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the errors."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help=f"Override the attention scheme: {scheme_names()}."),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Split documents longer than this."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),

@@ -8,4 +8,5 @@
 """
 
 from fcp_tune.executor.runner import RunConfig, RunReport, run_training
+
 __all__ = ["RunConfig", "RunReport", "run_training"]

@@ -21,10 +21,9 @@ from fcp_tune.integration import GroupPool, PlanAhead
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges
-from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost
+from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import kind_of
 from fcp_tune.schemes import get_scheme
 from fcp_tune.workload import BatchSampler, Workload
 
@@ -60,7 +59,7 @@ class RunConfig:
             raise ValueError(f"all policies must have the same world size, got {sorted(sizes)}")
         longest = max(self.workload.seqlens)
         for name, p in self.policies:  # a fixed-degree policy must not need a degree its scheme cannot run
-            if kind_of(p.kind).aligned:
+            if p.rule.aligned:
                 for d in p.possible_degrees(longest):
                     try:
                         get_scheme(p.scheme).check_degree(d, self.model.heads, self.model.kv_heads)
@@ -127,7 +126,7 @@ def max_communicators(cfg: RunConfig, world: int) -> Optional[int]:
     longest = max(cfg.workload.seqlens)
     if any(p.kind == "adaptive" and p.max_communicators == 0 for _, p in cfg.policies):
         return None
-    ranges = {r for _, p in cfg.policies for r in candidate_ranges(p, world, longest)}
+    ranges = {r for _, p in cfg.policies for r in candidate_ranges(p, max_seqlen=longest)}
     return per_rank_count(sorted(ranges), world)
 
 

@@ -35,7 +35,7 @@ def make_plan(seqlens: Sequence[int], policy: Policy,
     """Plan one batch, catching the planner's exception (returned, with the planning time)."""
     t0 = time.perf_counter()
     try:
-        plan, error = plan_batch(seqlens, policy, policy.world_size, cost=cost), None
+        plan, error = plan_batch(seqlens, policy, cost=cost), None
     except Exception as exc:  # noqa: BLE001 - handed to the collective agreement
         plan, error = None, exc
     return plan, error, time.perf_counter() - t0

@@ -113,7 +113,7 @@ def communicator_cap(policy: Policy) -> Optional[int]:
     """The communicators per rank a policy's plans can need (``None``: unbounded)."""
     if policy.kind == "adaptive" and policy.max_communicators == 0:
         return None
-    return per_rank_count(candidate_ranges(policy, policy.world_size), policy.world_size)
+    return per_rank_count(candidate_ranges(policy), policy.world_size)
 
 
 Batch = Union[Sequence, dict]

@@ -28,12 +28,12 @@ import heapq
 
 import numpy as np
 
+from fcp_tune.planner.adaptive_wave import draft, realise, row_table
 from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
-from fcp_tune.planner.packing import min_degrees, pack_class
-from fcp_tune.planner.pool import draft, realise, row_table
+from fcp_tune.planner.packing import pack_class
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
 from fcp_tune.planner.vocab import Vocabulary, build_vocabulary, layout, legal_sizes, min_sizes, restrict
-from fcp_tune.policy import Policy
+from fcp_tune.policy import Policy, min_degrees
 
 Placed = list[list[tuple[int, int, list[int]]]]
 

@@ -57,8 +57,8 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
     ax.set_title("searched length-to-degree map over the workload")
     paths.append(_save(fig, out / "degree_map.png", plt))
 
-    names = ["searched"] + [n for n, _ in result.baselines]
-    times = [result.score.step_s] + [s.step_s for _, s in result.baselines]
+    names = ["searched"] + [b.name for b in result.baselines]
+    times = [result.score.step_s] + [b.score.step_s for b in result.baselines]
     if len(names) > 16:  # keep the best few statics
         keep = sorted(range(1, len(names)), key=lambda i: times[i])[:12]
         keep = [0] + sorted(keep, key=lambda i: names[i])

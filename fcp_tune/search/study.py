@@ -21,9 +21,11 @@ from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, save_policy
+from fcp_tune.policy.specs import baseline_policies
 from fcp_tune.profile.schema import Profile
+from fcp_tune.schemes import DEFAULT_SCHEME
 from fcp_tune.search.attrs import record_trial
-from fcp_tune.search.evaluate import Evaluator, Score, baseline_policies, reference_scores, speedups_over
+from fcp_tune.search.evaluate import Evaluator, Score, Scored, reference_scores, speedups_over
 from fcp_tune.search.space import ThresholdSpace
 from fcp_tune.search.storage import open_storage
 from fcp_tune.workload import Workload
@@ -41,7 +43,7 @@ class SearchConfig:
     seed: int = 0
     ranges: int = 5
     batches: int = 8
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     sampler: str = "tpe"
     storage: Optional[str] = None
     study_name: Optional[str] = None
@@ -79,7 +81,7 @@ class SearchConfig:
 class SearchResult:
     policy: Policy
     score: Score
-    baselines: tuple[tuple[str, Score], ...]
+    baselines: tuple[Scored, ...]
     trials_completed: int
     study_name: str
     elapsed_s: float
@@ -89,7 +91,7 @@ class SearchResult:
         return {
             "policy": self.policy.to_dict(),
             "predicted": self.score.to_dict(),
-            "baselines": {n: s.to_dict() for n, s in self.baselines},
+            "baselines": {b.name: b.score.to_dict() for b in self.baselines},
             "speedups": self.speedups,
             "trials_completed": self.trials_completed,
             "study_name": self.study_name,
@@ -183,13 +185,13 @@ def run_search(
     if best.constraints and any(v > 0 for v in best.constraints.values()):
         raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
     bounds, degrees = space.from_params(best.params)
-    scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
+    scores = [Scored(n, p, evaluator.score(p)) for n, p in baseline_policies(
         cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
     policy = space.policy(bounds, degrees)
     score = evaluator.score(policy)
     refs = reference_scores(scores)
     static_name = refs["best_static"][0]
-    speedups = {n: s.step_s / score.step_s for n, s in scores}
+    speedups = {b.name: b.score.step_s / score.step_s for b in scores}
     speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
     import optuna
 
@@ -210,7 +212,7 @@ def run_search(
             "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
             "megatron": refs["megatron"][0] if "megatron" in refs else None,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
-            "baseline_step_s": {n: s.step_s for n, s in scores},
+            "baseline_step_s": {b.name: b.score.step_s for b in scores},
         },
     }
     policy = Policy(**{**policy.__dict__, "metadata": metadata})

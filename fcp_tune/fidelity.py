@@ -255,7 +255,7 @@ def compare_step(
     world = policy.world_size
     batch = summary.seqlens if summary.seqlens is not None else batch
     recorded = summary.plan
-    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, world, cost=plan_cost)
+    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, cost=plan_cost)
     if plan.digest() != summary.plan_digest:
         how = "the recorded plan has" if recorded is not None else "re-planning gave"
         raise RuntimeError(

@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fcp_tune.baselines import BUILT_KINDS, fit_world, resolve_policy
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.policy.specs import baseline_policies, fit_world, is_kind_spec, resolve_policy
 from fcp_tune.profile.schema import Profile
-from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_scores, speedups_over
+from fcp_tune.schemes import DEFAULT_SCHEME
+from fcp_tune.search.evaluate import Evaluator, Scored, reference_scores, speedups_over
 from fcp_tune.workload import Workload
 
 
@@ -54,7 +55,7 @@ def simulate(
     model: ModelConfig,
     world_sizes: Sequence[int],
     token_budget: int,
-    scheme: str = "allgather",
+    scheme: str = DEFAULT_SCHEME,
     batches: int = 4,
     seed: int = 0,
     max_communicators: Optional[int] = None,
@@ -76,7 +77,7 @@ def simulate(
         cost = CostModel.from_profile(profile, model, scheme=scheme, world_size=n)
         ev = Evaluator(cost, workload, n, batches=batches, seed=seed)
         refs = reference_scores(
-            [(name, ev.score(p)) for name, p in baseline_policies(n, token_budget, scheme, max_len)
+            [Scored(name, p, ev.score(p)) for name, p in baseline_policies(n, token_budget, scheme, max_len)
              if p.kind != "adaptive"]
         )
         best_name = refs["best_static"][0]
@@ -92,7 +93,7 @@ def simulate(
                                      max_communicators=policy.max_communicators if max_communicators is None
                                      else max_communicators)
             except (FcpTuneError, ValueError) as exc:
-                if not Path(spec).is_file() and spec.partition(":")[0] not in BUILT_KINDS:
+                if not Path(spec).is_file() and not is_kind_spec(spec):
                     raise  # neither a policy file nor a kind: bad input, not a skipped row
                 rows.append(SimRow(n, spec, "?", None, None, None, None, best_name, None, mega_name, None, None, None,
                                    note=str(exc)))
