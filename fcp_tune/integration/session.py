@@ -18,6 +18,7 @@ process groups, within the policy's communicator cap
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -62,13 +63,15 @@ class WaveInputs:
     group: Optional[dist.ProcessGroup]
     scheme: str
     seq_ids: tuple[int, ...]
-    input_ids: torch.Tensor
-    position_ids: torch.Tensor
-    labels: torch.Tensor
-    cu_seqlens: tuple[int, ...]
-    local_cu_seqlens: tuple[int, ...]
-    n_targets: int
+    shard: Shard  # the tensors and lengths below
     loss_scale: float
+
+    input_ids = property(lambda self: self.shard.input_ids)
+    position_ids = property(lambda self: self.shard.position_ids)
+    labels = property(lambda self: self.shard.labels)
+    cu_seqlens = property(lambda self: self.shard.cu_seqlens)
+    local_cu_seqlens = property(lambda self: self.shard.local_cu_seqlens)
+    n_targets = property(lambda self: self.shard.n_targets)
 
     @property
     def idle(self) -> bool:
@@ -226,11 +229,9 @@ class FCP:
 
     def _wave(self, index, ranks, group, seq_ids, sh: Shard, scale: float) -> WaveInputs:
         dev = self.device
-        return WaveInputs(
-            index=index, ranks=ranks, group=group, scheme=self.policy.scheme, seq_ids=tuple(seq_ids),
-            input_ids=sh.input_ids.to(dev), position_ids=sh.position_ids.to(dev), labels=sh.labels.to(dev),
-            cu_seqlens=sh.cu_seqlens, local_cu_seqlens=sh.local_cu_seqlens, n_targets=sh.n_targets, loss_scale=scale,
-        )
+        sh = dataclasses.replace(sh, input_ids=sh.input_ids.to(dev), position_ids=sh.position_ids.to(dev),
+                                 labels=sh.labels.to(dev))
+        return WaveInputs(index, ranks, group, self.policy.scheme, tuple(seq_ids), sh, scale)
 
     def stream(self, batches: Iterable[Batch]) -> Iterator[StepInputs]:
         """:meth:`step` over ``batches``, planning each next batch while the current one trains.
