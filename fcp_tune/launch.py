@@ -218,7 +218,7 @@ def _drain(events, on_event) -> None:
 # Errors a rank raises when a *peer* went away: they point at the victim, not the cause.
 _PEER_ERRORS = ("Connection closed by peer", "Connection reset", "Read error", "pair.cc", "Broken pipe",
                 "NCCL communicator was aborted", "Timed out", "timed out",
-                "(this is rank")  # fcp_tune.executor.step.agree_on_plan: another rank's planner failed
+                "(this is rank")  # fcp_tune.integration.agree_on_plan: another rank's planner failed
 
 
 def _is_secondary(text: str) -> bool:

@@ -16,10 +16,9 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.executor.model import build_model
-from fcp_tune.executor.planahead import PlanAhead
-from fcp_tune.executor.pool import GroupPool
-from fcp_tune.executor.step import FaultSpec, PolicyState, StepRecord, train_step
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.executor.step import PolicyState, StepRecord, train_step
+from fcp_tune.integration import GroupPool, PlanAhead
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_local_procs, check_seed, check_timeout
 from fcp_tune.modelcfg import ModelConfig
@@ -43,7 +42,6 @@ class RunConfig:
     seed: int = 0
     lr: float = 1e-3
     cost: Optional[CostFn] = None  # the planner's cost function (None: its default cost)
-    fault: Optional[FaultSpec] = None
     plan_ahead: bool = True  # plan step k+1 on a background thread while step k trains
 
     def __post_init__(self) -> None:
@@ -99,13 +97,12 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
     costs = {st.name: cfg.planner_cost(st.policy) for st in states}
     jobs = [(step, st) for step in range(cfg.steps) for st in states]  # the interleaved order
     records: list[StepRecord] = []
-    with PlanAhead(world) as ahead:
+    with PlanAhead() as ahead:
 
         def submit(i: int) -> None:
             if cfg.plan_ahead and i < len(jobs):
                 step, st = jobs[i]
-                fail = cfg.fault.planner_failure(rank, step) if cfg.fault is not None else None
-                ahead.submit(i, batches[step], st.policy, costs[st.name], fail)
+                ahead.submit(i, batches[step], st.policy, costs[st.name])
 
         submit(0)
         for i, (step, st) in enumerate(jobs):
@@ -113,7 +110,7 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
             submit(i + 1)  # planned while this step trains
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], cfg.fault, planned)
+            rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], planned)
             if device.type == "cuda":
                 rec = StepRecord(**{**asdict(rec), "peak_bytes": int(torch.cuda.max_memory_allocated(device))})
             records.append(rec)

@@ -33,7 +33,7 @@ from fcp_tune.hardware import collect_hardware
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
-from fcp_tune.attention.comm import group_info
+from fcp_tune.attention.comm import WORLD, group_info
 from fcp_tune.profile.layer import (
     activation_bytes_per_token, measure_core_overhead, measure_linear, sync_device, torch_dtype,
 )
@@ -175,7 +175,7 @@ def profile_rank(rank: int, world: int, settings: ProfileSettings, events: Any =
     # The attention core's own bookkeeping, alone and over the whole world (it grows with the group).
     linear["core_s_per_token"] = measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats)
     linear["core_world_s_per_token"] = (
-        measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats, group_info(None))
+        measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats, group_info(WORLD))
         if world > 1 else linear["core_s_per_token"]
     )
     advance()
