@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -45,6 +45,30 @@ def _account(t0: float) -> None:
         acc[0] += time.perf_counter() - t0
 
 
+class _World:
+    """The type of :data:`WORLD` (one instance; compares by identity)."""
+
+    _instance: Optional["_World"] = None
+
+    def __new__(cls) -> "_World":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "fcp_tune.attention.WORLD"
+
+    def __reduce__(self) -> str:
+        return "WORLD"  # pickles back to this module's singleton
+
+
+# The whole world (``dist.group.WORLD``, or this process alone when torch.distributed is not
+# initialised): the explicit default of every ``group`` argument. ``None`` means no group at all
+# (this process alone, never communicates), so passing ``None`` for a degree-1 group is safe.
+WORLD = _World()
+GroupArg = Union[dist.ProcessGroup, _World, None]
+
+
 @dataclass(frozen=True)
 class GroupInfo:
     """A process group and this rank's place in it (``group`` None means no communication)."""
@@ -57,17 +81,26 @@ class GroupInfo:
         return dist.get_global_rank(self.group, group_rank % self.size)
 
 
-def group_info(group: Optional[dist.ProcessGroup]) -> GroupInfo:
-    """Resolve ``group`` (None = the world, or a single process when not initialised)."""
+LOCAL = GroupInfo(None, 0, 1)
+
+
+def group_info(group: GroupArg) -> GroupInfo:
+    """Resolve ``group``: :data:`WORLD` (the default process group, or a single process when
+    ``torch.distributed`` is not initialised), ``None`` (this process alone) or a process group.
+
+    A group of size 1, however given, resolves to :data:`LOCAL`: it never communicates.
+    """
     if group is None:
+        return LOCAL
+    if group is WORLD:
         if not (dist.is_available() and dist.is_initialized()):
-            return GroupInfo(None, 0, 1)
+            return LOCAL
         group = dist.group.WORLD
     size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     if rank < 0:
         raise ValueError("this process is not a member of the given group")
-    return GroupInfo(group, rank, size)
+    return LOCAL if size == 1 else GroupInfo(group, rank, size)
 
 
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
