@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.fileio import atomic_write_text
+from fcp_tune.fileio import atomic_write_text, save_png
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import Profile
@@ -188,11 +188,10 @@ def plot_step_times(report: Report, path: Path) -> Path:
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: no reader sees half a PNG
-    return path
+    try:
+        return save_png(fig, path)  # atomic: no reader sees half a PNG
+    finally:
+        plt.close(fig)
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:

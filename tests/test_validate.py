@@ -174,7 +174,7 @@ def test_cli_validate_json(tmp_path):
     [
         (["--profile", "nope.yaml"], "nope.yaml"),
         (["--profile", "profiles/cpu-epyc-2proc-tiny.yaml", "--nproc", "3"], "cannot predict 3 ranks"),
-        (["--steps", "2", "--warmup", "2"], "--warmup"),
+        (["--steps", "2", "--warmup", "2"], "warmup must be in [0, steps)"),
         (["--policy", "static:x"], "integer"),
         (["--compare", "static:5"], "degree"),
         (["--model", "missing-model.yaml"], "missing-model.yaml"),

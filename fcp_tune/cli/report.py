@@ -7,12 +7,10 @@ from typing import Optional
 import typer
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
-from fcp_tune.cli.search import search_progress
-from fcp_tune.fileio import file_sha256
+from fcp_tune.cli.common import cli_errors, console, print_json, search_progress
+from fcp_tune.fileio import check_output_dir, file_sha256
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.profile.schema import load_profile
+from fcp_tune.profile.lookup import find_profile
 from fcp_tune.report import build_report, write_report
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, reproduce_command
@@ -37,8 +35,8 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON too."),
 ) -> None:
     """Search a thresholds policy and write a page comparing it with every baseline."""
-    profile_path = resolve_profile_path(profile)  # a file, or a bundled profile's name
-    prof = load_profile(profile_path)
+    check_output_dir(out)  # before any work
+    profile_path, prof = find_profile(profile, model or "tiny", world_size)  # a file, or a bundled profile's name
     wl = load_workload(workload, global_batch_tokens=global_batch_tokens, seed=seed)
     cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(

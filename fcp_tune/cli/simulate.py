@@ -14,6 +14,7 @@ from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy.kinds import spec_help
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
+from fcp_tune.simulate import SimulateConfig, check_specs
 from fcp_tune.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
@@ -36,17 +37,16 @@ def simulate(
     wide: bool = wide_option(),
 ) -> None:
     """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
-    try:
-        sizes = [int(x) for x in world_sizes.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--world-sizes must be comma-separated integers, got {world_sizes!r}") from None
+    cfg = SimulateConfig(SimulateConfig.parse_world_sizes(world_sizes), token_budget, scheme, batches, seed,
+                         max_communicators, global_batch_tokens)
     prof = load_profile(profile)
     cfg_model = load_model_config(model) if model else prof.model
+    check_specs(policies, load_workload(workload, global_batch_tokens=cfg.batch_tokens(max(cfg.world_sizes)), seed=seed),
+                max(cfg.world_sizes), token_budget, scheme)
     rows = []
     with console.status("simulating") if not json_out else _null():
-        for n in sizes:
-            gbt = global_batch_tokens or n * token_budget
-            wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
+        for n in cfg.world_sizes:
+            wl = load_workload(workload, global_batch_tokens=cfg.batch_tokens(n), seed=seed)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
                                       max_communicators)
     if json_out:

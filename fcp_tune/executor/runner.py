@@ -16,9 +16,11 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.executor.model import build_model
+from fcp_tune.errors import FcpTuneError
 from fcp_tune.executor.step import PolicyState, StepRecord, train_step
 from fcp_tune.integration import GroupPool, PlanAhead
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
+from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_local_procs, check_seed, check_timeout
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges
 from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost
@@ -48,15 +50,16 @@ class RunConfig:
         names = [n for n, _ in self.policies]
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.warmup < self.steps:
-            raise ValueError(f"warmup must be in [0, steps), got {self.warmup}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
+            raise FcpTuneError(f"warmup must be in [0, steps) = [0, {self.steps}), got {self.warmup!r}")
+        check_seed("seed", self.seed)
+        check_float("lr", self.lr, 0.0, lo_open=True)
         sizes = {p.world_size for _, p in self.policies}
         if len(sizes) != 1:
             raise ValueError(f"all policies must have the same world size, got {sorted(sizes)}")
+        if not under_torchrun():  # a local run forks one process per rank
+            check_local_procs("nproc (ranks of a local run)", self.world_size)
         longest = max(self.workload.seqlens)
         for name, p in self.policies:  # a fixed-degree policy must not need a degree its scheme cannot run
             if p.rule.aligned:
@@ -267,6 +270,8 @@ def run_training(
     Locally this forks ``cfg.world_size`` gloo processes; a failing rank stops the run
     with :class:`fcp_tune.launch.RankFailure` naming it.
     """
+    check_timeout("timeout", timeout)
+    check_timeout("collective_timeout", collective_timeout)
     if under_torchrun():
         backend = init_from_env(collective_timeout)
         out = train_rank(dist.get_rank(), dist.get_world_size(), cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy.core import Policy, load_policy
@@ -101,10 +102,16 @@ def resolve_policies(
         p = fit_world(resolve_policy(spec, main, workload), main.world_size)
         name = spec if spec not in [n for n, _ in out] else f"{spec}#{len(out)}"
         out.append((name, p))
+    check_fits(out, workload)  # fail here, in one line, rather than inside every rank
+    return tuple(out)
+
+
+def check_fits(policies: Sequence[tuple[str, Policy]], workload: Workload) -> None:
+    """The one check that every policy can place the workload's longest sequence (its degree
+    rule gives it a degree within the world); run, validate, search and simulate all use it."""
     longest = max(workload.seqlens)
-    for name, p in out:  # fail here, in one line, rather than inside every rank
+    for name, p in policies:
         try:
             p.degree_for(longest)
         except ValueError as exc:
             raise FcpTuneError(f"policy {name}: {exc}") from None
-    return tuple(out)

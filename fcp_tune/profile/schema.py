@@ -382,7 +382,11 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate a profile YAML file (or a bundled profile named like ``h100-8x-reference``)."""
     from fcp_tune.profile.bundled import resolve_profile_path
 
-    path = resolve_profile_path(path)
+    return read_profile_file(resolve_profile_path(path))
+
+
+def read_profile_file(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate the profile YAML file at ``path`` (a path, not a name)."""
     data = read_document(path, SCHEMA, (SCHEMA_VERSION,))
     return Profile.from_dict(data, source=str(path))
 

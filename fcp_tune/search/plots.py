@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fcp_tune.fileio import save_png
 from fcp_tune.search.study import SearchResult
 from fcp_tune.workload import Workload
 
@@ -74,6 +75,7 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_png(fig, path)  # atomic: no reader sees half a PNG
+    finally:
+        plt.close(fig)
