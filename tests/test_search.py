@@ -152,7 +152,6 @@ def test_resume_after_sigint_loses_no_completed_trial(tmp_path):
         (["--storage", "journal:/no/such/dir/x.log"], "does not exist"),
         (["--storage", "bogus"], "expected sqlite:///PATH"),
         (["--sampler", "grid"], "unknown sampler"),
-        (["-N", "8"], "no extrapolation rule"),
         (["-b", "100"], "does not fit"),
     ],
 )

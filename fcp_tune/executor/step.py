@@ -89,6 +89,10 @@ class StepRecord:
     new_groups: int = 0  # process groups created for this step's plan (lazily)
     plan: Optional[dict] = None  # the executed plan (Plan.to_dict), on rank 0 only
     seqlens: Optional[list] = None  # the global batch it planned, on rank 0 only
+    # Per wave (0 where this rank is in no group): CPU seconds of this rank's thread (compute,
+    # not waits: load on the machine does not inflate it) and seconds blocked in CP communication.
+    wave_cpu_s: tuple[float, ...] = ()
+    wave_comm_s: tuple[float, ...] = ()
 
 
 def describe_plan(plan: Plan) -> str:
@@ -158,8 +162,11 @@ def train_step(
     plan = agree_on_plan(planned, device)
     new_groups = pool.ensure(plan.ranges(), step)
     t_waves = time.perf_counter()
+    wave_cpu: list[float] = []
+    wave_comm: list[float] = []
     with timed_comm() as attn_comm:
-        loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault)
+        loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault,
+                                       (wave_cpu, wave_comm, attn_comm))
     t_work = time.perf_counter() - t_start
     waves_s = time.perf_counter() - t_waves
     t0 = time.perf_counter()
@@ -182,6 +189,7 @@ def train_step(
         waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s, plan_wait_s=planned.wait_s,
         new_groups=new_groups, plan=plan.to_dict() if rank == 0 else None,
         seqlens=[int(x) for x in seqlens] if rank == 0 else None,
+        wave_cpu_s=tuple(wave_cpu), wave_comm_s=tuple(wave_comm),
     )
 
 
@@ -194,11 +202,15 @@ def run_waves(
     seed: int,
     device: torch.device,
     fault: Optional[FaultSpec] = None,
+    timing: Optional[tuple[list, list, list]] = None,
 ) -> tuple[float, int]:
     """Forward and backward of this rank's share of every wave; gradients accumulate.
 
     Returns this rank's part of the loss (per-token over the whole global batch) and the
-    largest activation memory saved for backward in one wave.
+    largest activation memory saved for backward in one wave. ``timing``, if given, is
+    ``(wave_cpu, wave_comm, comm_acc)``: the first two get one entry per wave, this thread's
+    CPU seconds in the wave and the seconds it was blocked in CP communication, read from
+    ``comm_acc`` (the list an enclosing :func:`~fcp_tune.attention.comm.timed_comm` yields).
     """
     rank = dist.get_rank()
     cfg = state.model.cfg
@@ -208,7 +220,11 @@ def run_waves(
     for w in range(len(plan.waves)):
         g = plan.group_of(w, rank)
         if g is None:
+            if timing is not None:
+                timing[0].append(0.0)
+                timing[1].append(0.0)
             continue
+        cpu0, comm0 = time.thread_time(), (timing[2][0] if timing is not None else 0.0)
         lb = local_batch(seqlens, g.seq_ids, g.size, rank - g.start, cfg.vocab_size, seed, step)
         group = pool.get(g.start, g.size)
 
@@ -226,6 +242,9 @@ def run_waves(
             raise RuntimeError(f"injected fault on rank {rank} at step {step}")
         loss.backward()
         loss_sum += float(loss.detach())
+        if timing is not None:
+            timing[0].append(time.thread_time() - cpu0)
+            timing[1].append(timing[2][0] - comm0)
     return loss_sum, peak_act
 
 
