@@ -52,7 +52,7 @@ def report(
             rep = build_report(cfg, prof, wl, cfg_model, on_trial=on_trial)
     paths = write_report(rep, out)
     if json_out:
-        print_json({**rep.to_dict(), "files": [str(p) for p in paths]})
+        print_json({**rep.to_dict(), "files": [str(p) for p in paths]}, "report")
         return
     for p in paths:
         console.print(f"wrote [bold]{p}[/]")

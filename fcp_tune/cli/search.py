@@ -105,7 +105,7 @@ def search(
 
         plot_paths = [str(p) for p in write_plots(study, result, wl, plots)]
     if json_out:
-        print_json({**result.to_dict(), "path": str(path), "plots": plot_paths})
+        print_json({**result.to_dict(), "path": str(path), "plots": plot_paths}, "search")
         return
     _render(result, path, plot_paths, wide)
 

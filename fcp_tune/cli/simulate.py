@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.schema import load_profile
@@ -41,14 +41,15 @@ def simulate(
     prof = load_profile(profile)
     cfg_model = load_model_config(model) if model else prof.model
     rows = []
-    with console.status("simulating") if not json_out else _null():
+    with counting_progress("simulating world sizes", len(sizes)) as done:
         for n in sizes:
             gbt = global_batch_tokens or n * token_budget
             wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
                                       max_communicators)
+            done(n)
     if json_out:
-        print_json([r.to_dict() for r in rows])
+        print_json({"rows": [r.to_dict() for r in rows]}, "simulate")
         return
     t = Table(title=f"predicted with profile '{prof.label}'")
     for col in ("N", "policy", "step s", "tok/s", "eff", "vs mega", "vs stat", "vs pow2", "comms", "GiB"):
@@ -74,11 +75,3 @@ def simulate(
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:
         console.print(f"[dim]skipped {n}[/]")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

@@ -134,6 +134,6 @@ def validate_cmd(
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:
-        print_json(report.to_dict())
+        print_json(report.to_dict(), "validate")
     else:
         render(report, wide=wide)
