@@ -78,10 +78,6 @@ def _span(values: tuple[float, ...]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
 
 
-def _ratio(s) -> str:
-    return f"{s.median:.2f}x ({s.low:.2f}-{s.high:.2f})"
-
-
 def render(report: RunReport, wide: bool = False) -> None:
     """Steps of the first round, the summary with median and spread, and the headline."""
     console.print(
@@ -91,7 +87,7 @@ def render(report: RunReport, wide: bool = False) -> None:
     first = report.results[0]
     shown = [i for i, s in enumerate(first.steps) if s.round == 0]
     steps = Table(title=f"steps of round 1 (of {report.repeats}; --json has every round)")
-    for col in ("policy", "step", "groups per wave", "wall s", "busy path s", "predicted s", "rank CPU s", "loss"):
+    for col in ("policy", "step", "groups per wave", "wall s", "busy s", "pred s", "CPU s", "loss"):
         steps.add_column(col, justify="left" if col in ("policy", "groups per wave") else "right",
                          no_wrap=col != "groups per wave")
     for i in shown:
@@ -102,21 +98,19 @@ def render(report: RunReport, wide: bool = False) -> None:
                           _span(s.rank_cpu_s), f"{s.loss:.3f}")
     print_table(steps, console, keys=2, wide=wide)
     console.print("[dim]* warm-up, excluded. groups per wave: group sizes, waves separated by |. busy path: the "
-                  "plan's critical path of busy time (per rank and wave: CPU seconds + transfer time). rank "
-                  "CPU: min-max over ranks.[/]")
+                  "plan's critical path of busy time (per rank and wave: CPU seconds + transfer time); pred: "
+                  "the cost model's step time for the same plan; CPU: per rank in its groups, min-max.[/]")
     name = first.name
     busy, wall, pred = report.speedups("critical_path"), report.speedups("wall"), report.predicted_speedups()
-    summary = Table(title=f"summary: median (min-max) over {report.repeats} round(s)")
-    for col in ("policy", "kind", "tok/s by busy path", "tok/s by wall", f"{name} faster by busy path",
-                "by wall", "predicted"):
+    summary = Table(title=f"summary: how much faster {name} is; median over {report.repeats} round(s)")
+    for col in ("policy", "kind", "tok/s busy", "by busy", "range", "by wall", "predicted"):
         summary.add_column(col, justify="left" if col in ("policy", "kind") else "right")
     for r in report.results:
-        tb, tw = r.tokens_per_s("critical_path"), r.tokens_per_s("wall")
+        b = busy[r.name]
         summary.add_row(
             r.name, r.policy["kind"] + (f" d={r.policy['degree']}" if r.policy.get("degree") else ""),
-            f"{tb.median:,.0f} ({tb.low:,.0f}-{tb.high:,.0f})", f"{tw.median:,.0f}",
-            _ratio(busy[r.name]), f"{wall[r.name].median:.2f}x",
-            "-" if pred[r.name] is None else f"{pred[r.name]:.2f}x",
+            f"{r.tokens_per_s('critical_path').median:,.0f}", f"{b.median:.2f}x", f"{b.low:.2f}-{b.high:.2f}",
+            f"{wall[r.name].median:.2f}x", "-" if pred[r.name] is None else f"{pred[r.name]:.2f}x",
         )
     print_table(summary, console, wide=wide)
     for r in report.results[1:]:
