@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -142,3 +143,9 @@ def counting_progress(description: str, total: int) -> Iterator[Callable[[Any], 
     with progress_bar() as bar:
         task = bar.add_task(description, total=total)
         yield lambda _event: bar.advance(task)
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Fail in one line naming the optional extra to install when ``module`` is missing."""
+    if importlib.util.find_spec(module) is None:
+        fail(f"{what} needs the optional extra '{extra}': pip install 'fcp-tune[{extra}]' (or pip install {module})")

@@ -12,11 +12,11 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar, require_extra
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.baselines import default_policy_path, default_workload_path
+from fcp_tune.baselines import default_policy_path, default_workload_path, document_cap
 from fcp_tune.policy import load_policy
 from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
@@ -62,7 +62,8 @@ def search(
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: derived from the inputs)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Policy file to write (default strategies/<workload>-n<N>.yaml)."),
-    plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG plots."),
+    plots: Optional[str] = typer.Option(None, "--plots", metavar="DIR", help="Directory for PNG plots (needs the plots extra)."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: world size x token budget, as run]"),
     comm_penalty: float = typer.Option(0.0, "--comm-penalty", min=0.0, help="Trade step time for communicators: objective x (1 + this x communicators per rank), e.g. 0.01."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
@@ -78,9 +79,11 @@ def search(
     prof = load_profile(profile_path)
     world_size = world_size or prof.world_size
     token_budget = token_budget or load_policy(default_policy_path()).token_budget
-    # The bundled workload's documents are split to what the world can hold (as validate does).
+    # Documents longer than the world holds are split there, as `fcp-tune run` does.
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
-                       max_len=None if workload else world_size * token_budget)
+                       max_len=max_len or document_cap(world_size, token_budget))
+    if plots:
+        require_extra("matplotlib", "plots", "--plots")
     cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
@@ -140,6 +143,8 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
               ("pow2", "pow2 (Megatron-Core dynamic CP)")]
     console.print("searched policy speedup over " + "; ".join(
         f"{label}: {sp[key]:.2f}x" for key, label in labels if key in sp))
+    console.print(f"[bold]recommendation:[/] {result.recommendation()['text'].replace('<file>', str(path))}",
+                  highlight=False)
     console.print(f"wrote [bold]{path}[/]")
     for pp in plot_paths:
         console.print(f"plot: {pp}")

@@ -85,9 +85,32 @@ class SearchResult:
     elapsed_s: float
     speedups: dict[str, float] = field(default_factory=dict)
 
+    def recommendation(self) -> dict[str, Any]:
+        """Which policy to run, in plain words: the searched table, or a baseline that beats it.
+
+        ``use`` is ``"searched"`` or a baseline spec (``adaptive``, ``static:D``, ``megatron:D``,
+        ``pow2``) as ``fcp-tune run --policy`` takes it; ``single_degree`` says whether the
+        searched table gives every length range the same degree (it is then a static policy).
+        """
+        best_name, best = min(self.baselines, key=lambda x: x[1].step_s)
+        single = len(set(self.policy.degrees)) == 1
+        if best.step_s < self.score.step_s:
+            gain = self.score.step_s / best.step_s
+            what = ("one CP degree for every length" if best_name.startswith(("static:", "megatron:"))
+                    else "per-batch adaptive FCP" if best_name == "adaptive" else best_name)
+            text = (f"{best_name} ({what}) is predicted {gain:.2f}x faster than every thresholds table searched: "
+                    f"run it with `fcp-tune run --policy {best_name}`")
+            return {"use": best_name, "speedup_over_searched": gain, "single_degree": single, "text": text}
+        text = "the searched thresholds table is predicted fastest: run it with `fcp-tune run --policy <file>`"
+        if single:
+            text = (f"the searched table gives every length degree {self.policy.degrees[0]}, i.e. static CP; "
+                    f"it is predicted fastest: run it with `fcp-tune run --policy <file>`")
+        return {"use": "searched", "speedup_over_searched": 1.0, "single_degree": single, "text": text}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy.to_dict(),
+            "recommendation": self.recommendation(),
             "predicted": self.score.to_dict(),
             "baselines": {n: s.to_dict() for n, s in self.baselines},
             "speedups": self.speedups,
