@@ -13,16 +13,10 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar, require_extra
+from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import file_sha256
-from fcp_tune.modelcfg import load_model_config
-from fcp_tune.baselines import default_policy_path, default_workload_path, document_cap
-from fcp_tune.policy import load_policy
-from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.profile.schema import load_profile
-from fcp_tune.validate import default_profile_path
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-from fcp_tune.workload import load_workload
 
 
 @contextmanager
@@ -47,10 +41,10 @@ def _slug(text: str) -> str:
 @app.command()
 @cli_errors
 def search(
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name (measured or reference). Default: as validate, the newest profile measured on this host, else the bundled CPU profile."),
-    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
     world_size: Optional[int] = typer.Option(None, "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine). Default: the profile's."),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory). Default: the bundled policy's."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER", help=BUDGET_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
     trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
@@ -75,31 +69,25 @@ def search(
         fail(f"--world-size must be >= 1, got {world_size}")
     if token_budget is not None and token_budget < 1:
         fail(f"--token-budget must be >= 1, got {token_budget}")
-    profile_path = resolve_profile_path(profile) if profile else default_profile_path(model or "tiny", world_size or 1)
-    prof = load_profile(profile_path)
-    world_size = world_size or prof.world_size
-    token_budget = token_budget or load_policy(default_policy_path()).token_budget
+    inputs = planning_inputs(profile, model, world_size, token_budget)
+    prof, profile_path, cfg_model = inputs.profile, inputs.profile_path, inputs.model
+    world_size, token_budget = inputs.world_size, inputs.token_budget
     # Documents longer than the world holds are split there, as `fcp-tune run` does.
-    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
-                       max_len=max_len or document_cap(world_size, token_budget))
+    wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     if plots:
         require_extra("matplotlib", "plots", "--plots")
-    cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
         profile_sha256=file_sha256(profile_path), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
         comm_penalty=comm_penalty,
     )
-    if json_out:
-        result, study, _ = run_search(cfg, prof, wl, cfg_model)
-    else:
-        with search_progress(trials) as on_trial:
-            try:
-                result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
-            except KeyboardInterrupt:
-                where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
-                fail(f"search interrupted;{where}", code=130)
+    with search_progress(trials) as on_trial:  # on stderr: --json output on stdout stays clean
+        try:
+            result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
+        except KeyboardInterrupt:
+            where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
+            fail(f"search interrupted;{where}", code=130)
     path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"
     export_policy(result, path)
     plot_paths = []

@@ -9,42 +9,41 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json
+from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.modelcfg import load_model_config
-from fcp_tune.profile.schema import load_profile
 from fcp_tune.search.simulate import simulate as simulate_policies
-from fcp_tune.workload import load_workload
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
-    profile: str = typer.Option(..., "--profile", help="Profile YAML."),
-    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
-    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
-    token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens per rank per wave."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
-    scheme: str = typer.Option("allgather", "--scheme"),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
-    batches: int = typer.Option(4, "--batches", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, help="Cap per rank for adaptive policies (0: none; default: the policy's)."),
-    json_out: bool = typer.Option(False, "--json"),
+    policies: List[str] = typer.Argument(..., metavar="POLICY...", help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
+    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", metavar="N,N,...", help="Comma-separated world sizes."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", min=1, metavar="INTEGER", help=BUDGET_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
+    scheme: str = typer.Option("allgather", "--scheme", metavar="NAME", help="Attention scheme: allgather, ring or ulysses."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Global batch. [default: N x token budget]"),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: N x token budget, as run and search]"),
+    batches: int = typer.Option(4, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each prediction averages over."),
+    seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the batches."),
+    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, metavar="INTEGER", help="Cap per rank for adaptive policies (0: none). [default: the policy's]"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
 ) -> None:
-    """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
+    """Predict tokens/s, efficiency and speedups of POLICY... at each world size."""
     try:
         sizes = [int(x) for x in world_sizes.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--world-sizes must be comma-separated integers, got {world_sizes!r}") from None
-    prof = load_profile(profile)
-    cfg_model = load_model_config(model) if model else prof.model
+    inputs = planning_inputs(profile, model, None, token_budget)
+    prof, cfg_model, token_budget = inputs.profile, inputs.model, inputs.token_budget
     rows = []
     with counting_progress("simulating world sizes", len(sizes)) as done:
         for n in sizes:
             gbt = global_batch_tokens or n * token_budget
-            wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
+            wl = inputs.workload(workload, gbt, seed, max_len, world_size=n)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
                                       max_communicators)
             done(n)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
+from fcp_tune.cli.common import cli_errors, console, counting_progress, err_console, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import load_policy
@@ -93,6 +93,7 @@ def validate_cmd(
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),
     seed: int = typer.Option(0, "--seed", min=0),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds before the local run is killed."),
+    check: bool = typer.Option(False, "--check", help=f"Exit with status 1 when the step-time MAPE misses the {TARGET_MAPE_PCT:.0f}% target."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
 ) -> None:
@@ -137,3 +138,7 @@ def validate_cmd(
         print_json(report.to_dict(), "validate")
     else:
         render(report, wide=wide)
+    if check and not report.meets():
+        err_console.print(f"validate --check: step-time MAPE {report.worst_step_mape:.1f}% misses the "
+                          f"{TARGET_MAPE_PCT:.0f}% target", highlight=False)
+        raise typer.Exit(1)

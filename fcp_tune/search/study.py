@@ -206,14 +206,9 @@ def run_search(
     if best.constraints and any(v > 0 for v in best.constraints.values()):
         raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
     bounds, degrees = space.from_params(best.params)
-    scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
-        cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
     policy = space.policy(bounds, degrees)
-    score = evaluator.score(policy)
-    refs = reference_scores(scores)
+    score, scores, refs, speedups = _score_with_baselines(evaluator, cfg, workload, policy)
     static_name = refs["best_static"][0]
-    speedups = {n: s.step_s / score.step_s for n, s in scores}
-    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
     import optuna
 
     metadata = {
@@ -240,6 +235,30 @@ def run_search(
     result = SearchResult(policy, score, tuple(scores), completed_trials(study), study.study_name,
                           time.perf_counter() - t0, speedups)
     return result, study, space
+
+
+def _score_with_baselines(evaluator: Evaluator, cfg: SearchConfig, workload: Workload, policy: Policy) -> tuple:
+    """``policy``'s score, the baselines' scores, the reference scores and the speedups over them."""
+    scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
+        cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
+    score = evaluator.score(policy)
+    refs = reference_scores(scores)
+    speedups = {n: s.step_s / score.step_s for n, s in scores}
+    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
+    return score, scores, refs, speedups
+
+
+def score_policy(cfg: SearchConfig, profile: Profile, workload: Workload, model: ModelConfig,
+                 policy: Policy) -> SearchResult:
+    """A :class:`SearchResult` for an existing ``policy`` (a file ``search`` exported, or any
+    policy), scored with the baselines exactly as a search scores its best: no trials run."""
+    t0 = time.perf_counter()
+    cost = CostModel.from_profile(profile, model, scheme=cfg.scheme, world_size=cfg.world_size)
+    evaluator = Evaluator(cost, workload, cfg.world_size, batches=cfg.batches, seed=cfg.seed)
+    score, scores, _, speedups = _score_with_baselines(evaluator, cfg, workload, policy)
+    searched = dict(policy.metadata).get("search", {}) if isinstance(policy.metadata, dict) else {}
+    return SearchResult(policy, score, tuple(scores), int(searched.get("trials", 0)),
+                        str(searched.get("study_name", "")), time.perf_counter() - t0, speedups)
 
 
 def reproduce_command(argv: Optional[list[str]] = None) -> str:
