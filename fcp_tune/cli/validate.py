@@ -91,7 +91,7 @@ def validate_cmd(
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Split documents longer than this."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the batches and the model."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds before the local run is killed."),
     check: bool = typer.Option(False, "--check", help=f"Exit with status 1 when the step-time MAPE misses the {TARGET_MAPE_PCT:.0f}% target."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
