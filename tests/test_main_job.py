@@ -42,7 +42,7 @@ def test_cost_model_predicts_adaptive_ahead_of_megatron_static_for_the_default_c
     for name, policy in cfg.policies:
         cost = cfg.planner_cost(policy)
         totals[name] = sum(
-            cfg.cost.predict(plan_batch(b, policy, cfg.world_size, cost=cost), b).step_time
+            cfg.cost.predict(plan_batch(b, policy, cost=cost), b).step_time
             for b in (sampler.batch(i) for i in range(8))
         )
     assert totals["megatron"] / totals["adaptive"] > 1.15

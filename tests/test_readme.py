@@ -4,8 +4,8 @@ Every ```bash block of README.md is run with ``bash -e`` in a temporary copy of 
 files (what a fresh clone has), one block after the other in the same directory, as a reader
 would. Two things are left out, because the test already runs inside them: ``pip install``
 commands (the environment is installed; CI installs it with the same commands in
-``.ci/run``) and the test-suite command itself (``python3 -m pytest -q``, which would
-recurse). Everything else must exit 0.
+``.ci/run``) and the test-suite command itself (``python3 -m pytest -q ...`` with no test
+path, which would recurse). Everything else must exit 0.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_SUITE = "python3 -m pytest -q"
+
+
+def is_test_suite(command: str) -> bool:
+    """Whether ``command`` runs the whole test suite (pytest with no test path): the test runs inside it."""
+    return command.startswith("python3 -m pytest") and "tests/" not in command
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -34,7 +38,7 @@ def runnable(block: str) -> str:
     out = []
     for line in block.replace("\\\n", " ").splitlines():
         parts = [p.strip() for p in line.split("&&")]
-        parts = [p for p in parts if p and not p.startswith("pip install") and p != TEST_SUITE]
+        parts = [p for p in parts if p and not p.startswith("pip install") and not is_test_suite(p)]
         if parts:
             out.append(" && ".join(parts))
     return "\n".join(out)

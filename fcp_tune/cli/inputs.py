@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, document_cap
+from fcp_tune.limits import MAX_TOKENS
 from fcp_tune.modelcfg import ModelConfig, load_model_config
 from fcp_tune.policy import load_policy
+from fcp_tune.policy.specs import default_policy_path, document_cap
 from fcp_tune.profile.schema import Profile
-from fcp_tune.workload import Workload, load_workload
+from fcp_tune.workload import Workload, default_workload_path, load_workload
 
 PROFILE_HELP = ("Profile YAML or bundled name (measured or reference). [default: the newest profile measured on "
                 "this host for the model, else the bundled cpu-epyc-2proc-tiny]")
@@ -32,8 +33,8 @@ class PlanningInputs:
     def workload(self, spec: Optional[str], global_batch_tokens: Optional[int] = None, seed: int = 0,
                  max_len: Optional[int] = None, world_size: Optional[int] = None) -> Workload:
         """``spec`` (default: the bundled workload), documents longer than ``world_size x token_budget``
-        split (:func:`~fcp_tune.baselines.document_cap`) unless ``max_len`` is given."""
-        cap = max_len or document_cap(world_size or self.world_size, self.token_budget)
+        split (:func:`~fcp_tune.policy.specs.document_cap`) unless ``max_len`` is given."""
+        cap = max_len or min(document_cap(world_size or self.world_size, self.token_budget), MAX_TOKENS)
         return load_workload(spec or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                              seed=seed, max_len=cap)
 
@@ -42,12 +43,9 @@ def planning_inputs(profile: Optional[str], model: Optional[str], world_size: Op
                     token_budget: Optional[int]) -> PlanningInputs:
     """Resolve the shared defaults: the profile ``validate`` would pick, its world size and
     model, and the bundled policy's token budget."""
-    from fcp_tune.profile.bundled import resolve_profile_path
-    from fcp_tune.profile.schema import load_profile
-    from fcp_tune.validate import default_profile_path
+    from fcp_tune.profile.lookup import find_profile
 
-    path = resolve_profile_path(profile) if profile else default_profile_path(model or "tiny", world_size or 1)
-    prof = load_profile(path)
+    path, prof = find_profile(profile, model or "tiny", world_size or 1)
     cfg_model = load_model_config(model) if model else prof.model
     budget = token_budget or load_policy(default_policy_path()).token_budget
     return PlanningInputs(path, prof, cfg_model, world_size or prof.world_size, budget)

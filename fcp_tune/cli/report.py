@@ -7,12 +7,12 @@ from typing import Optional
 import typer
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json, require_extra, status
+from fcp_tune.cli.common import cli_errors, console, print_json, require_extra, search_progress, status
 from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
-from fcp_tune.cli.search import search_progress
-from fcp_tune.fileio import file_sha256
+from fcp_tune.fileio import check_output_dir, file_sha256
 from fcp_tune.policy import load_policy
 from fcp_tune.report import build_report, write_report
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, reproduce_command
 
 
@@ -31,13 +31,14 @@ def report(
     batches: int = typer.Option(8, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each score averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Override the workload's global batch."),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: world size x token budget, as run]"),
-    scheme: str = typer.Option("allgather", "--scheme", metavar="NAME", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", metavar="NAME", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="sqlite:///PATH or journal:PATH: report (and resume) a study search stored there."),
     study_name: Optional[str] = typer.Option(None, "--study-name", metavar="NAME", help="Study name in --storage. [default: derived from the inputs]"),
     seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the batches and the sampler."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON too."),
 ) -> None:
     """Write a page comparing a searched (or given) policy with every baseline."""
+    check_output_dir(out)  # before any work
     inputs = planning_inputs(profile, model, world_size, token_budget)
     wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     cfg = SearchConfig(

@@ -17,15 +17,18 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, document_cap, resolve_policies
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, err_console, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.executor import RunConfig, RunReport, run_training
 from fcp_tune.launch import under_torchrun
+from fcp_tune.limits import MAX_TOKENS
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy import load_policy
-from fcp_tune.workload import load_workload
+from fcp_tune.policy.kinds import spec_help
+from fcp_tune.policy.specs import default_policy_path, document_cap, resolve_policies
+from fcp_tune.schemes import scheme_names
+from fcp_tune.workload import default_workload_path, load_workload
 
 DEFAULT_COMPARE = ("megatron", "static", "pow2")  # Megatron-style static CP first: what users run
 
@@ -45,16 +48,14 @@ def build_run_config(
 
     ``nproc`` defaults to the launcher's world size under torchrun, else the policy's.
     Documents longer than ``world * token_budget`` are split
-    (:func:`~fcp_tune.baselines.document_cap`) unless ``max_len`` is given, as ``search`` does.
+    (:func:`~fcp_tune.policy.specs.document_cap`) unless ``max_len`` is given, as ``search`` does.
     ``profile``: a profile file or bundled name, ``"none"`` for the planner's default cost,
     or None for the profile ``validate`` would pick (measured on this host, else the bundled
     CPU profile); it plans every policy and predicts every step.
     """
-    from fcp_tune.validate import default_profile_path
-
     nproc = nproc if nproc is not None else launcher_world_size()
     base = load_policy(policy if policy and Path(policy).is_file() else default_policy_path())
-    cap = max_len or document_cap(nproc or base.world_size, token_budget or base.token_budget)
+    cap = max_len or min(document_cap(nproc or base.world_size, token_budget or base.token_budget), MAX_TOKENS)
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                        max_len=cap)
     policies = resolve_policies(policy, compare, nproc, scheme, wl, token_budget=token_budget)
@@ -63,11 +64,9 @@ def build_run_config(
     cost, source = None, ""
     if profile != "none":
         from fcp_tune.costmodel import CostModel
-        from fcp_tune.profile.bundled import resolve_profile_path
-        from fcp_tune.profile.schema import load_profile
+        from fcp_tune.profile.lookup import find_profile
 
-        path = resolve_profile_path(profile) if profile else default_profile_path(cfg_model.name, main.world_size)
-        prof = load_profile(path)
+        path, prof = find_profile(profile, cfg_model.name, main.world_size)
         cost = CostModel.from_profile(prof, cfg_model, scheme=main.scheme, world_size=main.world_size)
         source = f"{path.name} ({prof.label}, {prof.world_size} {prof.backend} processes)"
     return RunConfig(policies, wl, cfg_model, steps=steps, warmup=warmup, seed=seed, lr=lr, cost=cost,
@@ -134,7 +133,7 @@ def render(report: RunReport, wide: bool = False) -> None:
 def run(
     policy: Optional[str] = typer.Option(
         None, "--policy", "-p", metavar="PATH|KIND",
-        help="Policy file, or megatron[:D] / static[:D] / pow2 / adaptive. [default: the bundled adaptive policy]"),
+        help=f"Policy file, or a kind: {spec_help()}. [default: the bundled adaptive policy]"),
     workload: Optional[str] = typer.Option(
         None, "--workload", "-w", metavar="PATH|BUILTIN",
         help="Workload file or built-in (see `fcp-tune workload show`). [default: the bundled workload]"),
@@ -152,11 +151,11 @@ def run(
                                 help="Rounds of the measured steps, for median and spread."),
     compare: Optional[List[str]] = typer.Option(
         None, "--compare", "-c", metavar="NAMES",
-        help="Baselines run interleaved: megatron[:D] (Megatron-LM static CP), static[:D] (cost-balanced), pow2, "
-             "adaptive, a policy file, or none (repeat or comma-separate). [default: megatron,static,pow2]"),
+        help=f"Baselines run interleaved: {spec_help()}, a policy file, or none (repeat or comma-separate). "
+             "megatron is Megatron-LM's static CP, static the cost-balanced static. [default: megatron,static,pow2]"),
     model: str = typer.Option("tiny", "--model", "-m", metavar="NAME|PATH", help="Model preset (tiny, small) or model YAML."),
     scheme: Optional[str] = typer.Option(None, "--scheme", metavar="NAME",
-                                         help="Override the attention scheme: allgather, ring or ulysses."),
+                                         help=f"Override the attention scheme: {scheme_names()}."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, metavar="INTEGER",
                                                       help="Override the workload's global batch size."),
     max_len: Optional[int] = typer.Option(

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.progress import TextColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar, require_extra
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, require_extra, search_progress
 from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.fileio import file_sha256
+from fcp_tune.fileio import check_output_dir, check_output_path, file_sha256
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-
-
-@contextmanager
-def search_progress(trials: int) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar over ``trials`` with the best value so far; yields the ``on_trial`` callback."""
-    with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
-        task = bar.add_task("searching", total=trials, best="-")
-        best = [float("inf")]
-
-        def on_trial(done: int, total: int, value: float) -> None:
-            if value == value:  # not NaN
-                best[0] = min(best[0], value)
-            bar.update(task, completed=done, best=f"{best[0]:.4g} s")
-
-        yield on_trial
 
 
 def _slug(text: str) -> str:
@@ -50,7 +35,7 @@ def search(
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the batches."),
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
@@ -63,32 +48,30 @@ def search(
     wide: bool = wide_option(),
 ) -> None:
     """Tune the length thresholds and CP degrees of a policy; export it to strategies/."""
-    if trials <= 0:
-        fail(f"--trials must be > 0, got {trials}")
-    if world_size is not None and world_size < 1:
-        fail(f"--world-size must be >= 1, got {world_size}")
-    if token_budget is not None and token_budget < 1:
-        fail(f"--token-budget must be >= 1, got {token_budget}")
+    if out is not None:
+        check_output_path(out)  # before any work: a directory or special file is refused now
+    if plots is not None:
+        check_output_dir(plots, "--plots")
+        require_extra("matplotlib", "plots", "--plots")
     inputs = planning_inputs(profile, model, world_size, token_budget)
     prof, profile_path, cfg_model = inputs.profile, inputs.profile_path, inputs.model
     world_size, token_budget = inputs.world_size, inputs.token_budget
-    # Documents longer than the world holds are split there, as `fcp-tune run` does.
-    wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
-    if plots:
-        require_extra("matplotlib", "plots", "--plots")
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
-        profile_sha256=file_sha256(profile_path), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
-        comm_penalty=comm_penalty,
+        profile_sha256=file_sha256(profile_path), command=reproduce_command(), comm_penalty=comm_penalty,
     )
-    with search_progress(trials) as on_trial:  # on stderr: --json output on stdout stays clean
-        try:
-            result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
-        except KeyboardInterrupt:
-            where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
-            fail(f"search interrupted;{where}", code=130)
+    # Documents longer than the world holds are split there, as `fcp-tune run` does.
+    wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
+    cfg = replace(cfg, workload_sha256=wl.seqlens_sha256())
     path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"
+    check_output_path(path, "--out")
+    try:
+        with search_progress(trials) as on_trial:  # on stderr: --json output on stdout stays clean
+            result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
+    except KeyboardInterrupt:
+        where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
+        fail(f"search interrupted;{where}", code=130)
     export_policy(result, path)
     plot_paths = []
     if plots:
@@ -114,10 +97,11 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
     cmp_ = Table(title="predicted step time (cost model)")
     for col in ("policy", "step s", "tokens/s", "efficiency", "speedup of searched"):
         cmp_.add_column(col, justify="left" if col == "policy" else "right")
-    rows = [("searched", result.score)] + sorted(result.baselines, key=lambda x: x[1].step_s)
+    rows = [("searched", "searched", result.score)] + [
+        (b.name, b.policy.kind, b.score) for b in sorted(result.baselines, key=lambda b: b.score.step_s)]
     static_shown = 0
-    for name, s in rows:
-        if name.startswith("static:"):
+    for name, kind, s in rows:
+        if kind == "static":
             static_shown += 1
             if static_shown > 4:
                 continue

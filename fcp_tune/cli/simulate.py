@@ -11,19 +11,22 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json
 from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.search.simulate import simulate as simulate_policies
+from fcp_tune.policy.kinds import spec_help
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
+from fcp_tune.simulate import SimulateConfig, check_specs
+from fcp_tune.simulate import simulate as simulate_policies
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., metavar="POLICY...", help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
+    policies: List[str] = typer.Argument(..., metavar="POLICY...", help=f"Policy files or kinds: {spec_help()}."),
     profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
     world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", metavar="N,N,...", help="Comma-separated world sizes."),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", min=1, metavar="INTEGER", help=BUDGET_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
-    scheme: str = typer.Option("allgather", "--scheme", metavar="NAME", help="Attention scheme: allgather, ring or ulysses."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", metavar="NAME", help=f"Attention scheme: {scheme_names()}."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Global batch. [default: N x token budget]"),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: N x token budget, as run and search]"),
     batches: int = typer.Option(4, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each prediction averages over."),
@@ -33,17 +36,17 @@ def simulate(
     wide: bool = wide_option(),
 ) -> None:
     """Predict tokens/s, efficiency and speedups of POLICY... at each world size."""
-    try:
-        sizes = [int(x) for x in world_sizes.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--world-sizes must be comma-separated integers, got {world_sizes!r}") from None
     inputs = planning_inputs(profile, model, None, token_budget)
     prof, cfg_model, token_budget = inputs.profile, inputs.model, inputs.token_budget
+    cfg = SimulateConfig(SimulateConfig.parse_world_sizes(world_sizes), token_budget, scheme, batches, seed,
+                         max_communicators, global_batch_tokens)
+    largest = max(cfg.world_sizes)
+    check_specs(policies, inputs.workload(workload, cfg.batch_tokens(largest), seed, max_len, world_size=largest),
+                largest, token_budget, scheme)
     rows = []
-    with counting_progress("simulating world sizes", len(sizes)) as done:
-        for n in sizes:
-            gbt = global_batch_tokens or n * token_budget
-            wl = inputs.workload(workload, gbt, seed, max_len, world_size=n)
+    with counting_progress("simulating world sizes", len(cfg.world_sizes)) as done:
+        for n in cfg.world_sizes:
+            wl = inputs.workload(workload, cfg.batch_tokens(n), seed, max_len, world_size=n)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
                                       max_communicators)
             done(n)

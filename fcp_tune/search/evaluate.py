@@ -6,7 +6,7 @@ and average. A kind that pads sequences (``megatron``: to ``2 * cp``) is planned
 on the padded lengths; its efficiency is still measured against the bound of the real
 batch. Deterministic: the batches come from the workload's seeded sampler.
 
-The baselines (:func:`baseline_policies`) are the three comparisons every report shows:
+The baselines (:func:`fcp_tune.policy.specs.baseline_policies`) give the three comparisons every report shows:
 ``megatron:D`` (Megatron-LM static CP at the smallest degree dividing N that fits),
 ``static:D`` at every such degree (fcp-tune's cost-balanced static planner; the best is
 "best static"), ``pow2`` (Megatron-Core dynamic CP), plus ``adaptive``.
@@ -18,12 +18,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from fcp_tune.baselines import dividing_degree
 from fcp_tune.costmodel import CostModel
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.vocab import per_rank_count
-from fcp_tune.policy import Policy, min_degree_for
-from fcp_tune.policy_kinds import kind_of
+from fcp_tune.policy import Policy
 from fcp_tune.workload import BatchSampler, Workload
 
 # Keys of the speedups every comparison reports, and what each compares with.
@@ -64,10 +62,9 @@ class Evaluator:
 
     def score(self, policy: Policy) -> Score:
         steps, effs, mem, waves = [], [], 0.0, []
-        rule = kind_of(policy.kind)
         for batch in self.batches:
-            lengths = rule.padded(policy, batch).tolist()
-            plan = plan_batch(lengths, policy, self.world_size, cost=self.cost)
+            lengths = policy.padded(batch).tolist()
+            plan = plan_batch(lengths, policy, cost=self.cost)
             pred = self.cost.predict(plan, lengths, policy.token_budget)
             ideal = self.cost.ideal_time(batch, self.world_size, policy.token_budget)
             steps.append(pred.step_time)
@@ -75,7 +72,7 @@ class Evaluator:
             mem = max(mem, max(pred.peak_memory_bytes))
             waves.append(len(plan.waves))
         step = statistics.fmean(steps)
-        ranges = [r for r in candidate_ranges(policy, self.world_size, self.max_len) if r[1] > 1]
+        ranges = [r for r in candidate_ranges(policy, max_seqlen=self.max_len) if r[1] > 1]
         return Score(step, self.tokens / step, statistics.fmean(effs), mem, statistics.fmean(waves), len(ranges),
                      per_rank_count(ranges, self.world_size))
 
@@ -83,44 +80,30 @@ class Evaluator:
         return self.score(policy).step_s
 
 
-def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """The baselines: megatron at its degree, static at every feasible degree dividing N, pow2; plus adaptive.
+@dataclass(frozen=True)
+class Scored:
+    """A named policy and its score (a baseline row; the kind is read from the policy, not the name)."""
 
-    The megatron degree is the smallest dividing N whose ``2 * cp`` padding of the longest
-    sequence still fits ``cp * token_budget`` tokens (none: no megatron row).
-    """
-    common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
-    need = min_degree_for(max_len, token_budget)
-    # Megatron-LM needs DP = N / CP: static degrees that divide the world size.
-    degrees = [d for d in range(need, world_size + 1) if world_size % d == 0]
-    out: list[tuple[str, Policy]] = []
-    mega = dividing_degree(world_size, token_budget, max_len, padded=True)
-    if mega is not None:
-        out.append((f"megatron:{mega}", Policy(kind="megatron", degree=mega, **common)))
-    out += [(f"static:{d}", Policy(kind="static", degree=d, **common)) for d in degrees]
-    out.append(("pow2", Policy(kind="pow2", **common)))
-    out.append(("adaptive", Policy(kind="adaptive", **common)))
-    return out
+    name: str
+    policy: Policy
+    score: Score
 
 
-def best_static(scores: Sequence[tuple[str, Score]]) -> tuple[str, Score]:
-    """The fastest of the static baselines."""
-    statics = [(n, s) for n, s in scores if n.startswith("static:")]
-    return min(statics, key=lambda x: x[1].step_s)
+def best_static(scores: Sequence[Scored]) -> Scored:
+    """The fastest of the ``static`` baselines."""
+    return min((s for s in scores if s.policy.kind == "static"), key=lambda s: s.score.step_s)
 
 
-def reference_scores(scores: Sequence[tuple[str, Score]]) -> dict[str, tuple[str, Score]]:
+def reference_scores(scores: Sequence[Scored]) -> dict[str, tuple[str, Score]]:
     """The baselines of :data:`COMPARISONS` among ``scores``: key -> (name, score); missing ones left out."""
     out: dict[str, tuple[str, Score]] = {}
-    mega = [(n, s) for n, s in scores if n.startswith("megatron")]
-    if mega:
-        out["megatron"] = mega[0]
-    if any(n.startswith("static:") for n, _ in scores):
-        out["best_static"] = best_static(scores)
-    pow2 = [(n, s) for n, s in scores if n == "pow2"]
-    if pow2:
-        out["pow2"] = pow2[0]
-    return out
+    for s in scores:
+        if s.policy.kind in ("megatron", "pow2") and s.policy.kind not in out:
+            out[s.policy.kind] = (s.name, s.score)
+    if any(s.policy.kind == "static" for s in scores):
+        best = best_static(scores)
+        out["best_static"] = (best.name, best.score)
+    return {key: out[key] for key in COMPARISONS if key in out}
 
 
 def speedups_over(step_s: float, refs: dict[str, tuple[str, Score]]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.schemes import DEFAULT_SCHEME
 
 
 def cut_param(i: int) -> str:
@@ -43,7 +44,7 @@ class ThresholdSpace:
     ranges: int
     min_len: int
     max_len: int
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
