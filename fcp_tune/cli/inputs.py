@@ -34,7 +34,9 @@ class PlanningInputs:
                  max_len: Optional[int] = None, world_size: Optional[int] = None) -> Workload:
         """``spec`` (default: the bundled workload), documents longer than ``world_size x token_budget``
         split (:func:`~fcp_tune.policy.specs.document_cap`) unless ``max_len`` is given."""
-        cap = max_len or min(document_cap(world_size or self.world_size, self.token_budget), MAX_TOKENS)
+        world = self.world_size if world_size is None else world_size
+        cap = max_len if max_len is not None else min(document_cap(max(world, 1), max(self.token_budget, 1)),
+                                                      MAX_TOKENS)
         return load_workload(spec or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                              seed=seed, max_len=cap)
 
@@ -47,5 +49,5 @@ def planning_inputs(profile: Optional[str], model: Optional[str], world_size: Op
 
     path, prof = find_profile(profile, model or "tiny", world_size or 1)
     cfg_model = load_model_config(model) if model else prof.model
-    budget = token_budget or load_policy(default_policy_path()).token_budget
-    return PlanningInputs(path, prof, cfg_model, world_size or prof.world_size, budget)
+    budget = load_policy(default_policy_path()).token_budget if token_budget is None else token_budget
+    return PlanningInputs(path, prof, cfg_model, prof.world_size if world_size is None else world_size, budget)
