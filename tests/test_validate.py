@@ -217,3 +217,25 @@ def test_fit_line_recovers_a_line_and_never_goes_negative():
     assert a == pytest.approx(0.002) and b == pytest.approx(4e-5)
     a, b = fit_line([100, 200], [0.5, 1.5])  # would need a negative intercept: through the origin
     assert a == 0.0 and b > 0
+
+
+def test_check_exits_nonzero_when_the_target_is_missed(monkeypatch):
+    """`validate --check` turns a missed fidelity target into exit status 1 (after printing the report)."""
+    import fcp_tune.cli.validate as cli_validate
+
+    class Missed:
+        worst_step_mape = 46.4
+
+        def meets(self) -> bool:
+            return False
+
+        def to_dict(self) -> dict:
+            return {"meets_target": False}
+
+    monkeypatch.setattr(cli_validate, "validate", lambda *a, **k: Missed())
+    res = runner.invoke(app, ["validate", "--steps", "2", "--compare", "none", "--json", "--check"])
+    assert res.exit_code == 1, res.output
+    assert json.loads(res.stdout)["schema"] == "fcp-tune/validate"
+    assert "misses" in res.stderr
+    res = runner.invoke(app, ["validate", "--steps", "2", "--compare", "none", "--json"])
+    assert res.exit_code == 0, res.output  # without --check: the report, exit 0
