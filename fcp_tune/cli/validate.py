@@ -117,11 +117,8 @@ def validate_cmd(
     total = steps * len(policies)
     run = dict(steps=steps, warmup=warmup, seed=seed, include_planning=include_planning,
                profile_source=str(profile_path), timeout=timeout)
-    if json_out:
-        report = validate(policies, wl, cfg_model, prof, **run)
-    else:
-        with counting_progress(f"training on {nproc} local processes", total) as on_event:
-            report = validate(policies, wl, cfg_model, prof, on_event=on_event, **run)
+    with counting_progress(f"training on {nproc} local processes", total) as on_event:  # stderr
+        report = validate(policies, wl, cfg_model, prof, on_event=on_event, **run)
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:
