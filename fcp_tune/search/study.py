@@ -92,33 +92,34 @@ class SearchResult:
     elapsed_s: float
     speedups: dict[str, float] = field(default_factory=dict)
 
-    def recommendation(self) -> dict[str, Any]:
-        """Which policy to run, in plain words: the searched table, or a baseline that beats it.
+    @property
+    def recommendation(self) -> dict[str, Any] | None:
+        """:func:`recommend` for this result (``None`` without an adaptive baseline)."""
+        adaptive = next((b.score.step_s for b in self.baselines if b.policy.kind == "adaptive"), None)
+        return None if adaptive is None else recommend(self.score.step_s, adaptive)
 
-        ``use`` is ``"searched"`` or a baseline spec (``adaptive``, ``static:D``, ``megatron:D``,
-        ``pow2``) as ``fcp-tune run --policy`` takes it; ``single_degree`` says whether the
-        searched table gives every length range the same degree (it is then a static policy).
-        """
-        best_b = min(self.baselines, key=lambda b: b.score.step_s)
-        best_name, best = best_b.name, best_b.score
-        single = len(set(self.policy.degrees)) == 1
-        if best.step_s < self.score.step_s:
-            gain = self.score.step_s / best.step_s
-            what = ("one CP degree for every length" if best_name.startswith(("static:", "megatron:"))
-                    else "per-batch adaptive FCP" if best_name == "adaptive" else best_name)
-            text = (f"{best_name} ({what}) is predicted {gain:.2f}x faster than every thresholds table searched: "
-                    f"run it with `fcp-tune run --policy {best_name}`")
-            return {"use": best_name, "speedup_over_searched": gain, "single_degree": single, "text": text}
-        text = "the searched thresholds table is predicted fastest: run it with `fcp-tune run --policy <file>`"
-        if single:
-            text = (f"the searched table gives every length degree {self.policy.degrees[0]}, i.e. static CP; "
-                    f"it is predicted fastest: run it with `fcp-tune run --policy <file>`")
-        return {"use": "searched", "speedup_over_searched": 1.0, "single_degree": single, "text": text}
+    def advice(self) -> Optional[str]:
+        """What :attr:`recommendation` (thresholds or adaptive) does not say, in plain words:
+        that one CP degree for every length beats every thresholds table searched and adaptive
+        (beyond the tolerance), or that the searched table is itself a single degree."""
+        singles = [b for b in self.baselines if b.policy.kind in ("static", "megatron")]
+        best = min(singles, key=lambda b: b.score.step_s, default=None)
+        adaptive = min((b.score.step_s for b in self.baselines if b.policy.kind == "adaptive"), default=float("inf"))
+        if (best is not None and best.score.step_s < adaptive
+                and self.score.step_s / best.score.step_s - 1.0 > ADAPTIVE_TOLERANCE):
+            return (f"one CP degree for every length, {best.name}, is predicted "
+                    f"{self.score.step_s / best.score.step_s:.2f}x faster than every thresholds table searched "
+                    f"and than adaptive: run it with `fcp-tune run --policy {best.name}`")
+        if len(set(self.policy.degrees)) == 1:
+            return (f"the searched table gives every length degree {self.policy.degrees[0]}: it is static CP "
+                    f"(`--policy static:{self.policy.degrees[0]}` runs the same plans' degree)")
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "recommendation": self.recommendation,
+            "advice": self.advice(),
             "policy": self.policy.to_dict(),
-            "recommendation": self.recommendation(),
             "predicted": self.score.to_dict(),
             "baselines": {b.name: b.score.to_dict() for b in self.baselines},
             "speedups": self.speedups,
@@ -126,6 +127,18 @@ class SearchResult:
             "study_name": self.study_name,
             "elapsed_s": self.elapsed_s,
         }
+
+
+ADAPTIVE_TOLERANCE = 0.03  # a searched table within 3 % of adaptive's predicted step is worth keeping
+
+
+def recommend(searched_step_s: float, adaptive_step_s: float, tolerance: float = ADAPTIVE_TOLERANCE) -> dict[str, Any]:
+    """Which policy to run: the searched thresholds table, or adaptive when the table is more
+    than ``tolerance`` slower by the cost model (no thresholds table can follow the per-batch
+    joint schedule when a few long sequences set the critical path). Carries both numbers."""
+    gap = searched_step_s / adaptive_step_s - 1.0
+    return {"policy": "thresholds" if gap <= tolerance else "adaptive", "searched_step_s": searched_step_s,
+            "adaptive_step_s": adaptive_step_s, "searched_vs_adaptive": gap, "tolerance": tolerance}
 
 
 def make_sampler(name: str, seed: int) -> Any:
