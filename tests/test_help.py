@@ -37,3 +37,17 @@ def test_help_fits_80_columns_with_readable_metavars(command):
     options = [line for line in lines if re.search(r"│ +--", line)]
     assert options and not [line for line in options if re.search(r"<(int|str|float|bool)", line)]
     assert "[default:" in res.output or command == ["demo"]
+
+
+def test_a_missing_optional_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    """`search --plots` without matplotlib: one error line naming the `plots` extra, before any work."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    res = runner.invoke(app, ["search", "--trials", "1", "--plots", str(tmp_path / "plots"),
+                              "--out", str(tmp_path / "p.yaml")])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "fcp-tune[plots]" in lines[0] and "Traceback" not in res.output
+    assert not (tmp_path / "p.yaml").exists()

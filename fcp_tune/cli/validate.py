@@ -82,7 +82,7 @@ def render(report: ValidationReport, wide: bool = False) -> None:
 def validate_cmd(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: static,pow2."),
-    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail, documents split at the largest power of two <= nproc, x token_budget."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. [default: the bundled workload, documents split at the largest power of two <= nproc, x token_budget]"),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
     nproc: int = typer.Option(2, "--nproc", "-n", min=1, help="Local processes (the world size the policies are fitted to)."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
@@ -109,7 +109,7 @@ def validate_cmd(
     CostModel.from_profile(prof, cfg_model, scheme=base.scheme, world_size=nproc)  # can it predict nproc ranks?
     if workload is None and max_len is None:
         # Split documents longer than the largest power-of-two group can hold (as a context
-        # length would), so every default policy (pow2 included) fits the bundled long tail.
+        # length would), so every default policy (pow2 included) fits the bundled workload.
         max_len = (1 << (nproc.bit_length() - 1)) * base.token_budget
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                        max_len=max_len)
