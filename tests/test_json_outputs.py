@@ -53,11 +53,14 @@ def test_planning_commands_json(tmp_path):
     assert _json(["profile", "--show", profile], tmp_path)["schema"] == "fcp-tune/profile"
     sim = _json(["simulate", "adaptive", "megatron", "-N", "2,4", "--batches", "1"], tmp_path)
     assert sim["schema"] == "fcp-tune/simulate" and {r["world_size"] for r in sim["rows"]} == {2, 4}
-    search = _json(["search", "--trials", "4", "--batches", "2", "--out", "p.yaml"], tmp_path)
+    search = _json(["search", "--trials", "4", "--batches", "2", "--out", "p.yaml", "--storage", "sqlite:///st.db"],
+                   tmp_path)
     assert search["schema"] == "fcp-tune/search" and search["recommendation"]["policy"] in ("thresholds", "adaptive")
     assert "advice" in search
     report = _json(["report", "--policy", "p.yaml", "--batches", "2", "--out", "rep"], tmp_path)
     assert report["schema"] == "fcp-tune/report" and (tmp_path / "rep" / "report.md").is_file()
+    stored = _json(["report", "--storage", "sqlite:///st.db", "--batches", "2", "--out", "rep2"], tmp_path)
+    assert stored["inputs"]["trials"] == 4  # the stored study, reported without searching again
 
 
 @pytest.mark.slow

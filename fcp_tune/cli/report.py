@@ -26,7 +26,7 @@ def report(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", metavar="PATH", help="Report this policy file (e.g. one search exported) instead of searching."),
     out: str = typer.Option("report", "--out", "-o", metavar="DIR", help="Directory for report.md, report.json and the PNGs."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
-    trials: int = typer.Option(100, "--trials", "-t", min=1, metavar="INTEGER", help="Search trials (a --storage study that has them is not searched again)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-t", min=1, metavar="INTEGER", help="Trials the study should have (a --storage study that has them is not searched again). [default: 100; with --storage, the stored study as it is]"),
     ranges: int = typer.Option(5, "--ranges", min=1, metavar="INTEGER", help="Length ranges of the searched policy."),
     batches: int = typer.Option(8, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each score averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Override the workload's global batch."),
@@ -39,6 +39,8 @@ def report(
 ) -> None:
     """Write a page comparing a searched (or given) policy with every baseline."""
     check_output_dir(out)  # before any work
+    if trials is None:  # a stored study is reported as it is: no new trial once it has one
+        trials = 1 if storage else 100
     inputs = planning_inputs(profile, model, world_size, token_budget)
     wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     cfg = SearchConfig(
