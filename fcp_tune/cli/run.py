@@ -82,7 +82,8 @@ def render(report: RunReport, wide: bool = False) -> None:
     console.print(
         f"{report.world_size} {report.backend} ranks on {report.cores or '?'} cores; planned and predicted with "
         f"{report.profile or 'the planner default cost (no profile)'}; workload {report.workload}; "
-        f"{report.repeats} round(s) of the measured steps, policies interleaved", highlight=False)
+        f"{report.repeats} round(s) of the measured steps, policies interleaved; {report.communicators} "
+        f"communicators (<= {report.per_rank_communicators} per rank, created lazily)", highlight=False)
     first = report.results[0]
     shown = [i for i, s in enumerate(first.steps) if s.round == 0]
     steps = Table(title=f"steps of round 1 (of {report.repeats}; --json has every round)")
@@ -96,9 +97,15 @@ def render(report: RunReport, wide: bool = False) -> None:
                           f"{s.critical_path_s:.3f}", "-" if s.predicted_s is None else f"{s.predicted_s:.3f}",
                           _span(s.rank_cpu_s), f"{s.loss:.3f}")
     print_table(steps, console, keys=2, wide=wide)
-    console.print("[dim]* warm-up, excluded. groups per wave: group sizes, waves separated by |. busy path: the "
+    console.print("[dim]* warm-up, excluded. groups per wave: group sizes, waves separated by |. busy: the "
                   "plan's critical path of busy time (per rank and wave: CPU seconds + transfer time); pred: "
                   "the cost model's step time for the same plan; CPU: per rank in its groups, min-max.[/]")
+    for r in report.results:
+        m = r.measured
+        waited = sum(max(s.plan_wait_s, default=0.0) for s in m) / len(m)
+        console.print(f"[dim]{r.name}: planning {sum(s.plan_ms for s in m) / len(m):.1f} ms per step, "
+                      f"{1e3 * waited:.1f} ms of it not hidden behind the previous step; peak "
+                      f"{max(s.peak_bytes for s in m) / 2**20:.0f} MiB per rank[/]")
     name = first.name
     busy, wall, pred = report.speedups("critical_path"), report.speedups("wall"), report.predicted_speedups()
     summary = Table(title=f"summary: how much faster {name} is; median over {report.repeats} round(s)")
