@@ -8,49 +8,50 @@ import typer
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json
+from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy.kinds import spec_help
-from fcp_tune.profile.schema import load_profile
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.simulate import SimulateConfig, check_specs
 from fcp_tune.simulate import simulate as simulate_policies
-from fcp_tune.workload import load_workload
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help=f"Policy files or kinds: {spec_help()}."),
-    profile: str = typer.Option(..., "--profile", help="Profile YAML."),
-    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
-    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
-    token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens per rank per wave."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
-    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()}."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
-    batches: int = typer.Option(4, "--batches", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, help="Cap per rank for adaptive policies (0: none; default: the policy's)."),
-    json_out: bool = typer.Option(False, "--json"),
+    policies: List[str] = typer.Argument(..., metavar="POLICY...", help=f"Policy files or kinds: {spec_help()}."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
+    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", metavar="N,N,...", help="Comma-separated world sizes."),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", min=1, metavar="INTEGER", help=BUDGET_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", metavar="NAME", help=f"Attention scheme: {scheme_names()}."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Global batch. [default: N x token budget]"),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: N x token budget, as run and search]"),
+    batches: int = typer.Option(4, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each prediction averages over."),
+    seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the batches."),
+    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, metavar="INTEGER", help="Cap per rank for adaptive policies (0: none). [default: the policy's]"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
 ) -> None:
-    """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
+    """Predict tokens/s, efficiency and speedups of POLICY... at each world size."""
+    inputs = planning_inputs(profile, model, None, token_budget)
+    prof, cfg_model, token_budget = inputs.profile, inputs.model, inputs.token_budget
     cfg = SimulateConfig(SimulateConfig.parse_world_sizes(world_sizes), token_budget, scheme, batches, seed,
                          max_communicators, global_batch_tokens)
-    prof = load_profile(profile)
-    cfg_model = load_model_config(model) if model else prof.model
-    check_specs(policies, load_workload(workload, global_batch_tokens=cfg.batch_tokens(max(cfg.world_sizes)), seed=seed),
-                max(cfg.world_sizes), token_budget, scheme)
+    largest = max(cfg.world_sizes)
+    check_specs(policies, inputs.workload(workload, cfg.batch_tokens(largest), seed, max_len, world_size=largest),
+                largest, token_budget, scheme)
     rows = []
-    with console.status("simulating") if not json_out else _null():
+    with counting_progress("simulating world sizes", len(cfg.world_sizes)) as done:
         for n in cfg.world_sizes:
-            wl = load_workload(workload, global_batch_tokens=cfg.batch_tokens(n), seed=seed)
+            wl = inputs.workload(workload, cfg.batch_tokens(n), seed, max_len, world_size=n)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
                                       max_communicators)
+            done(n)
     if json_out:
-        print_json([r.to_dict() for r in rows])
+        print_json({"rows": [r.to_dict() for r in rows]}, "simulate")
         return
     t = Table(title=f"predicted with profile '{prof.label}'")
     for col in ("N", "policy", "step s", "tok/s", "eff", "vs mega", "vs stat", "vs pow2", "comms", "GiB"):
@@ -76,11 +77,3 @@ def simulate(
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:
         console.print(f"[dim]skipped {n}[/]")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
