@@ -178,6 +178,13 @@ def gather_global(x_local: torch.Tensor, layout: ShardLayout, info: GroupInfo) -
 
 def scatter_sum_home(full: torch.Tensor, idx: list[torch.Tensor], layout: ShardLayout, info: GroupInfo) -> torch.Tensor:
     """Inverse direction of :func:`gather_global`: each rank gets the sum over ranks of its rows."""
+    if info.size > 1 and min(layout.counts) == max(layout.counts) > 0:
+        # no padding: every rank's rows, in rank order, are already the reduce-scatter input
+        out = full.new_empty((layout.counts[0],) + tuple(full.shape[1:]))
+        t0 = time.perf_counter()
+        reduce_scatter_single(out, full.index_select(0, torch.cat(idx)), group=info.group)
+        _account(t0)
+        return out
     return reduce_scatter_varlen([full.index_select(0, i) for i in idx], layout.counts, info)
 
 
