@@ -3,7 +3,8 @@
 ``megatron`` is Megatron-LM's static CP as its users run it (token packing, no cost
 balancing) at the smallest degree dividing N that fits the workload's longest sequence;
 ``static`` is fcp-tune's own cost-balanced static planner at that degree; ``megatron:D`` /
-``static:D`` fix the degree; ``pow2`` is Megatron-Core's dynamic CP; ``adaptive`` is the
+``static:D`` fix the degree; ``mcore-dynamic`` is Megatron-Core's dynamic CP
+(``BalancedCPScheduler``), ``pow2`` fcp-tune's cost-balanced power-of-two planner; ``adaptive`` is the
 per-batch FCP algorithm. Built kinds take world size, token
 budget and attention scheme from the base policy.
 """
@@ -19,7 +20,7 @@ from fcp_tune.policy import Policy, load_policy, min_degree_for
 from fcp_tune.policy_kinds import pad_to_multiple, thd_pad_multiple
 from fcp_tune.workload import Workload, load_workload
 
-BUILT_KINDS = ("megatron", "static", "pow2", "adaptive")
+BUILT_KINDS = ("megatron", "static", "mcore-dynamic", "pow2", "adaptive")
 DEGREE_KINDS = ("megatron", "static")  # built kinds that take an optional degree, KIND:D
 
 
@@ -66,8 +67,8 @@ def smallest_static_degree(base: Policy, workload: Workload, padded: bool = Fals
 
 
 def resolve_policy(spec: str, base: Policy | None, workload: Workload) -> Policy:
-    """A policy from ``spec``: a file path, or ``megatron[:D]``, ``static[:D]``, ``pow2``,
-    ``adaptive`` built on ``base``."""
+    """A policy from ``spec``: a file path, or ``megatron[:D]``, ``static[:D]``, ``mcore-dynamic``,
+    ``pow2``, ``adaptive`` built on ``base``."""
     name, _, arg = spec.partition(":")
     if name in BUILT_KINDS and not Path(spec).is_file():
         if base is None:
@@ -86,7 +87,7 @@ def resolve_policy(spec: str, base: Policy | None, workload: Workload) -> Policy
             raise FcpTuneError(f"policy {name!r} takes no argument, got {spec!r}")
         return Policy(kind=name, **common)
     if not Path(spec).exists():
-        raise FcpTuneError(f"{spec}: no such policy file (or one of: megatron[:D], static[:D], pow2, adaptive)")
+        raise FcpTuneError(f"{spec}: no such policy file (or one of: megatron[:D], static[:D], mcore-dynamic, pow2, adaptive)")
     return load_policy(spec)
 
 

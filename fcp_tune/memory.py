@@ -122,3 +122,37 @@ def layer_matmul_flops_per_token(model: ModelConfig) -> float:
     """Forward matmul FLOPs per token of all decoder layers (no LM head): ``2 x`` their weights."""
     h, kvd = model.hidden, model.kv_heads * model.head_dim
     return 2.0 * model.layers * (2 * h * h + 2 * h * kvd + 3 * h * model.ffn_hidden)
+
+
+# Share of the device left for what the model does not account: the CUDA context, NCCL
+# communicators (hundreds of MB each) and allocator fragmentation. Used by --token-budget auto.
+HEADROOM = 0.10
+BUDGET_MULTIPLE = 256
+
+
+def max_token_budget(model: ModelConfig, ranks: int, device_bytes: float, headroom: float = HEADROOM,
+                     multiple: int = BUDGET_MULTIPLE) -> int:
+    """The largest per-rank token budget (a multiple of ``multiple``) whose model state plus
+    activations fit ``(1 - headroom)`` of the device; attention schemes' extra buffers are
+    left to the fit check of each plan. Raises ``ValueError`` when not even ``multiple`` fits."""
+    usable = device_bytes * (1.0 - headroom)
+    state = state_bytes(model, ranks)
+    per_token = activation_bytes(model, 1.0)
+    budget = int((usable - state) // per_token) // multiple * multiple if usable > state else 0
+    if budget < multiple:
+        raise ValueError(
+            f"no token budget fits: model state {state / GIB:.1f} GiB + {multiple} tokens of activations exceed "
+            f"{1 - headroom:.0%} of the device's {device_bytes / GIB:.1f} GiB (shard the optimizer, recompute, or use TP)"
+        )
+    return budget
+
+
+def over_device(peak_bytes: "list[float] | tuple[float, ...]", device_bytes: float | None) -> str | None:
+    """One line naming the first rank whose predicted peak exceeds the device, or ``None``."""
+    if device_bytes is None:
+        return None
+    for rank, peak in enumerate(peak_bytes):
+        if peak > device_bytes:
+            return (f"rank {rank}: predicted peak {peak / GIB:.1f} GiB exceeds the device's "
+                    f"{device_bytes / GIB:.1f} GiB")
+    return None

@@ -103,6 +103,17 @@ def _possible_pow2(policy: "Policy", top: int, max_min: int) -> Iterable[int]:
     return {ceil_pow2(m) for m in range(1, max_min + 1)}
 
 
+def _possible_mcore(policy: "Policy", top: int, max_min: int) -> Iterable[int]:
+    # Megatron-Core creates a group for every power of two below N and the whole DP x CP group;
+    # fill_empty_gpus may grow a group to either.
+    n = policy.world_size
+    return {1 << k for k in range(n.bit_length())} | {n}
+
+
+def _mcore_pad(policy: "Policy") -> int:
+    return 2 * policy.world_size  # dp x cp x 2 (GPTDatasetConfig, hybrid CP)
+
+
 def _possible_thresholds(policy: "Policy", top: int, max_min: int) -> Iterable[int]:
     from fcp_tune.policy import min_degree_for
 
@@ -142,8 +153,13 @@ KINDS: dict[str, Kind] = {
             "fcp_tune.planner.static:plan_static", _fixed, _possible_static, takes_degree=True, exact=True,
         ),
         Kind(
-            "pow2", "Megatron-Core dynamic CP: ceil_pow2(min degree)",
+            "pow2", "power-of-two degrees ceil_pow2(min degree), cost-balanced placement (see mcore-dynamic for Megatron-Core's)",
             "fcp_tune.planner.threshold:plan_threshold", _pow2, _possible_pow2, pow2=True,
+        ),
+        Kind(
+            "mcore-dynamic", "Megatron-Core dynamic CP (BalancedCPScheduler): power-of-two groups by L^2/cp load",
+            "fcp_tune.planner.mcore_dynamic:plan_mcore_dynamic", _pow2, _possible_mcore, pow2=True,
+            pad_multiple=_mcore_pad,
         ),
         Kind(
             "thresholds", "a length -> degree table, any integer degrees",

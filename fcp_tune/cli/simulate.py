@@ -12,6 +12,7 @@ from fcp_tune.cli.common import cli_errors, console, print_json
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.schema import load_profile
+from fcp_tune.scale import realistic_global_batch_tokens, resolve_token_budget
 from fcp_tune.search.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
@@ -19,14 +20,15 @@ from fcp_tune.workload import load_workload
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], pow2, adaptive."),
+    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], mcore-dynamic, pow2, adaptive."),
     profile: str = typer.Option(..., "--profile", help="Profile YAML."),
     workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
     world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
-    token_budget: int = typer.Option(..., "--token-budget", "-b", min=1, help="Max tokens per rank per wave."),
+    token_budget: str = typer.Option(..., "--token-budget", "-b", help="Max tokens per rank per wave, or auto: the largest whose predicted memory fits the device (per N)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
     scheme: str = typer.Option("allgather", "--scheme"),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch; default scales with N: N x budget."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens."),
+    one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica) instead of the default."),
     batches: int = typer.Option(4, "--batches", min=1),
     seed: int = typer.Option(0, "--seed"),
     max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, help="Cap per rank for adaptive policies (0: none; default: the policy's)."),
@@ -43,15 +45,18 @@ def simulate(
     rows = []
     with console.status("simulating") if not json_out else _null():
         for n in sizes:
-            gbt = global_batch_tokens or n * token_budget
+            budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
+            gbt = global_batch_tokens or (n * budget if one_wave else realistic_global_batch_tokens(n, budget))
             wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
-            rows += simulate_policies(policies, prof, wl, cfg_model, [n], token_budget, scheme, batches, seed,
+            rows += simulate_policies(policies, prof, wl, cfg_model, [n], budget, scheme, batches, seed,
                                       max_communicators)
     if json_out:
         print_json([r.to_dict() for r in rows])
         return
     t = Table(title=f"predicted with profile '{prof.label}'")
-    for col in ("N", "policy", "step s", "tok/s", "eff", "vs mega", "vs stat", "vs pow2", "comms", "GiB"):
+    cols = ("N", "policy", "step s", "tok/s", "TFLOP/s", "MFU", "eff", "vs mega", "vs mega min", "vs mcore-dyn",
+            "vs stat", "comms", "GiB")
+    for col in cols:
         t.add_column(col, justify="left" if col == "policy" else "right")
 
     def x(v: Optional[float]) -> str:
@@ -59,17 +64,26 @@ def simulate(
 
     for r in rows:
         if r.step_s is None:
-            t.add_row(str(r.world_size), r.policy, *["-"] * 8)
+            t.add_row(str(r.world_size), r.policy, *["-"] * (len(cols) - 2))
             continue
-        t.add_row(str(r.world_size), r.policy, f"{r.step_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.efficiency:.2f}",
-                  x(r.speedup_vs_megatron), x(r.speedup_vs_best_static), x(r.speedup_vs_pow2),
-                  f"{r.communicators}/{r.comms_per_rank}", f"{r.peak_memory_gib:.1f}")
+        gib = f"{r.peak_memory_gib:.1f}" + ("" if r.fits else f" > {r.device_memory_gib:.0f} !")
+        t.add_row(str(r.world_size), r.policy, f"{r.step_s:.4g}", f"{r.tokens_per_s:,.0f}", f"{r.tflops_per_gpu:.0f}",
+                  "-" if r.mfu is None else f"{r.mfu:.1%}", f"{r.efficiency:.2f}",
+                  x(r.speedup_vs_megatron), x(r.speedup_vs_megatron_smallest), x(r.speedup_vs_mcore_dynamic),
+                  x(r.speedup_vs_best_static), f"{r.communicators}/{r.comms_per_rank}", gib)
     print_table(t, console, keys=2, wide=wide)
     for n in sorted({r.world_size for r in rows}):
         r = next(r for r in rows if r.world_size == n)
-        console.print(f"[dim]N={n}: vs mega = over Megatron-style static ({r.megatron}); vs stat = over "
-                      f"fcp-tune's best cost-balanced static ({r.best_static}); vs pow2 = over "
-                      f"Megatron-Core dynamic CP; eff = ideal bound / step[/]")
+        console.print(f"[dim]N={n} (budget {r.token_budget} tokens/rank, global batch {r.global_batch_tokens:,} "
+                      f"tokens): vs mega = over Megatron-LM static CP tuned ({r.megatron}, ring/p2p); vs mega min = "
+                      f"at its smallest fitting degree ({r.megatron_smallest}); vs mcore-dyn = over Megatron-Core "
+                      f"dynamic CP; vs stat = over fcp-tune's best cost-balanced static ({r.best_static}); "
+                      f"eff = ideal bound / step; MFU: model FLOPs (PaLM, attention per sequence) / dense bf16 "
+                      f"peak[/]")
+    over = [r for r in rows if r.fits is False]
+    for r in over:
+        console.print(f"[bold red]N={r.world_size} {r.policy}: predicted peak {r.peak_memory_gib:.1f} GiB exceeds "
+                      f"the device's {r.device_memory_gib:.1f} GiB: not a result[/]")
     console.print("[dim]comms: communicators the policy may create in total / the most one rank belongs to[/]")
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:

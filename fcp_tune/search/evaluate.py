@@ -6,10 +6,17 @@ and average. A kind that pads sequences (``megatron``: to ``2 * cp``) is planned
 on the padded lengths; its efficiency is still measured against the bound of the real
 batch. Deterministic: the batches come from the workload's seeded sampler.
 
-The baselines (:func:`baseline_policies`) are the three comparisons every report shows:
-``megatron:D`` (Megatron-LM static CP at the smallest degree dividing N that fits),
-``static:D`` at every such degree (fcp-tune's cost-balanced static planner; the best is
-"best static"), ``pow2`` (Megatron-Core dynamic CP), plus ``adaptive``.
+The baselines (:func:`baseline_policies`) are what every report compares with, each run
+as its users run it: ``megatron:D`` at every degree dividing N that fits (Megatron-LM
+static CP; users sweep ``--context-parallel-size``, so the fastest is "megatron tuned",
+the smallest is shown beside it), ``static:D`` at every such degree (fcp-tune's
+cost-balanced static planner; the best is "best static") and ``mcore-dynamic``
+(Megatron-Core dynamic CP), plus ``adaptive``. Megatron's baselines run Megatron-LM's
+default ``--cp-comm-type p2p``: the ``ring`` scheme, communication overlapped with compute.
+
+Every score carries the batch's model FLOPs (:func:`fcp_tune.mfu.model_flops`), TFLOP/s
+per GPU and MFU, and whether its predicted peak fits the device's memory (the profile's
+``hardware``).
 """
 
 from __future__ import annotations
@@ -18,20 +25,23 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from fcp_tune.baselines import dividing_degree
+from fcp_tune import mfu
 from fcp_tune.costmodel import CostModel
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.policy import Policy, min_degree_for
-from fcp_tune.policy_kinds import kind_of
+from fcp_tune.policy_kinds import kind_of, pad_to_multiple, thd_pad_multiple
 from fcp_tune.workload import BatchSampler, Workload
 
 # Keys of the speedups every comparison reports, and what each compares with.
 COMPARISONS = {
-    "megatron": "Megatron-LM static CP (token packing, smallest degree)",
+    "megatron": "Megatron-LM static CP tuned: its fastest --context-parallel-size dividing N (ring/p2p)",
+    "megatron_smallest": "Megatron-LM static CP at the smallest degree that fits (ring/p2p)",
+    "mcore_dynamic": "Megatron-Core dynamic CP (hybrid CP, BalancedCPScheduler; ring/p2p)",
     "best_static": "fcp-tune's best cost-balanced static degree",
-    "pow2": "Megatron-Core dynamic CP (powers of two)",
 }
+# The attention scheme Megatron-LM's users run: --cp-comm-type p2p (the default).
+MEGATRON_SCHEME = "ring"
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,18 @@ class Score:
     waves: float  # mean waves per step
     communicators: int  # process groups of size > 1 the policy may need
     per_rank_communicators: int = 0  # the most of them one rank belongs to (max_communicators caps it)
+    model_flops: float = 0.0  # mean model FLOPs per step (PaLM convention, attention per sequence)
+    tflops_per_gpu: float = 0.0  # model TFLOP/s per GPU
+    mfu: float | None = None  # model FLOPs utilisation (None: the device's peak is unknown)
+    device_memory_bytes: float | None = None  # what one device holds (None: the profile does not say)
+
+    @property
+    def fits(self) -> bool:
+        """Whether the predicted peak fits the device (True when its memory is unknown)."""
+        return self.device_memory_bytes is None or self.peak_memory_bytes <= self.device_memory_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "fits": self.fits}
 
 
 class Evaluator:
@@ -60,15 +79,26 @@ class Evaluator:
         self.world_size = world_size
         self.batches: list[list[int]] = BatchSampler(workload, seed=seed).batches(batches)
         self.tokens = sum(sum(b) for b in self.batches) / len(self.batches)
+        self.flops = sum(mfu.model_flops(cost.model, b) for b in self.batches) / len(self.batches)
         self.max_len = max(workload.seqlens)
+        self._costs = {cost.scheme: cost}
+
+    def cost_for(self, scheme: str) -> CostModel:
+        """The cost model for ``scheme`` (the evaluator's own, or one built alike, once)."""
+        if scheme not in self._costs:
+            c = self.cost
+            self._costs[scheme] = CostModel.from_profile(c.profile, c.model, scheme=scheme, world_size=c.world_size)
+        return self._costs[scheme]
 
     def score(self, policy: Policy) -> Score:
         steps, effs, mem, waves = [], [], 0.0, []
         rule = kind_of(policy.kind)
+        cost = self.cost_for(policy.scheme)
         for batch in self.batches:
             lengths = rule.padded(policy, batch).tolist()
-            plan = plan_batch(lengths, policy, self.world_size, cost=self.cost)
-            pred = self.cost.predict(plan, lengths, policy.token_budget)
+            plan = plan_batch(lengths, policy, self.world_size, cost=cost)
+            pred = cost.predict(plan, lengths, policy.token_budget)
+            # the bound of the real batch, under the evaluator's scheme for every policy
             ideal = self.cost.ideal_time(batch, self.world_size, policy.token_budget)
             steps.append(pred.step_time)
             effs.append(ideal / pred.step_time if pred.step_time > 0 else 1.0)
@@ -76,50 +106,71 @@ class Evaluator:
             waves.append(len(plan.waves))
         step = statistics.fmean(steps)
         ranges = [r for r in candidate_ranges(policy, self.world_size, self.max_len) if r[1] > 1]
+        hw = self.cost.profile.hardware
+        tflops, util = mfu.utilisation(self.cost.model, self.flops, step, self.world_size, hw)
         return Score(step, self.tokens / step, statistics.fmean(effs), mem, statistics.fmean(waves), len(ranges),
-                     per_rank_count(ranges, self.world_size))
+                     per_rank_count(ranges, self.world_size), self.flops, tflops, util,
+                     mfu.device_memory_bytes(hw))
 
     def step_time(self, policy: Policy) -> float:
         return self.score(policy).step_s
 
 
-def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """The baselines: megatron at its degree, static at every feasible degree dividing N, pow2; plus adaptive.
+def megatron_degrees(world_size: int, token_budget: int, max_len: int) -> list[int]:
+    """Every ``--context-parallel-size`` a Megatron-LM user can run: dividing N, and holding the
+    longest sequence after its ``2 * cp`` padding (ascending; the first is the smallest that fits)."""
+    return [d for d in range(min_degree_for(max_len, token_budget), world_size + 1)
+            if world_size % d == 0 and int(pad_to_multiple([max_len], thd_pad_multiple(d))[0]) <= d * token_budget]
 
-    The megatron degree is the smallest dividing N whose ``2 * cp`` padding of the longest
-    sequence still fits ``cp * token_budget`` tokens (none: no megatron row).
+
+def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
+    """The baselines (module docstring): ``megatron:D`` at every degree a user can run,
+    ``static:D`` at every feasible degree dividing N, ``mcore-dynamic``; plus ``adaptive``.
+
+    Megatron's two run :data:`MEGATRON_SCHEME`; fcp-tune's own (static, adaptive) ``scheme``.
     """
     common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
+    mega = dict(common, scheme=MEGATRON_SCHEME)
     need = min_degree_for(max_len, token_budget)
     # Megatron-LM needs DP = N / CP: static degrees that divide the world size.
     degrees = [d for d in range(need, world_size + 1) if world_size % d == 0]
-    out: list[tuple[str, Policy]] = []
-    mega = dividing_degree(world_size, token_budget, max_len, padded=True)
-    if mega is not None:
-        out.append((f"megatron:{mega}", Policy(kind="megatron", degree=mega, **common)))
+    out: list[tuple[str, Policy]] = [
+        (f"megatron:{d}", Policy(kind="megatron", degree=d, **mega))
+        for d in megatron_degrees(world_size, token_budget, max_len)
+    ]
     out += [(f"static:{d}", Policy(kind="static", degree=d, **common)) for d in degrees]
-    out.append(("pow2", Policy(kind="pow2", **common)))
+    out.append(("mcore-dynamic", Policy(kind="mcore-dynamic", **mega)))
     out.append(("adaptive", Policy(kind="adaptive", **common)))
     return out
 
 
+def _fastest(scores: Sequence[tuple[str, Score]]) -> tuple[str, Score]:
+    """The fastest of ``scores`` that fits the device (of all of them if none fits)."""
+    fitting = [x for x in scores if x[1].fits] or list(scores)
+    return min(fitting, key=lambda x: x[1].step_s)
+
+
 def best_static(scores: Sequence[tuple[str, Score]]) -> tuple[str, Score]:
     """The fastest of the static baselines."""
-    statics = [(n, s) for n, s in scores if n.startswith("static:")]
-    return min(statics, key=lambda x: x[1].step_s)
+    return _fastest([(n, s) for n, s in scores if n.startswith("static:")])
 
 
 def reference_scores(scores: Sequence[tuple[str, Score]]) -> dict[str, tuple[str, Score]]:
-    """The baselines of :data:`COMPARISONS` among ``scores``: key -> (name, score); missing ones left out."""
+    """The baselines of :data:`COMPARISONS` among ``scores``: key -> (name, score); missing ones left out.
+
+    ``megatron`` is the fastest Megatron degree that fits (the tuned one), ``megatron_smallest``
+    the first (the smallest degree; baseline lists put it first).
+    """
     out: dict[str, tuple[str, Score]] = {}
     mega = [(n, s) for n, s in scores if n.startswith("megatron")]
     if mega:
-        out["megatron"] = mega[0]
+        out["megatron"] = _fastest(mega)
+        out["megatron_smallest"] = mega[0]
+    dyn = [(n, s) for n, s in scores if n == "mcore-dynamic"]
+    if dyn:
+        out["mcore_dynamic"] = dyn[0]
     if any(n.startswith("static:") for n, _ in scores):
         out["best_static"] = best_static(scores)
-    pow2 = [(n, s) for n, s in scores if n == "pow2"]
-    if pow2:
-        out["pow2"] = pow2[0]
     return out
 
 
