@@ -53,3 +53,15 @@ def resolve_token_budget(spec: str | int | None, model: ModelConfig, world_size:
     if value < 1:
         raise FcpTuneError(f"--token-budget must be >= 1, got {value}")
     return value
+
+
+def default_global_batch_tokens(world_size: int, token_budget: int, hardware: Mapping[str, Any],
+                                one_wave: bool = False) -> int | None:
+    """The commands' default global batch: ``N x budget`` with ``one_wave``; on a GPU cluster
+    profile (its device memory known) :func:`realistic_global_batch_tokens`; else ``None``
+    (the workload's own batch: a CPU profile is a small local demo, not a pre-training run)."""
+    if one_wave:
+        return world_size * token_budget
+    if device_memory_bytes(hardware) is None:
+        return None
+    return realistic_global_batch_tokens(world_size, token_budget)

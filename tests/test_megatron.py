@@ -126,6 +126,11 @@ def test_reference_scores_name_the_three_baselines(cost8):
     ev = Evaluator(cost8, wl, 8, batches=1)
     scores = [(n, ev.score(p)) for n, p in baseline_policies(8, 8192, "allgather", 30000)]
     refs = reference_scores(scores)
-    assert set(refs) == {"megatron", "best_static", "pow2"}
-    assert refs["megatron"][0] == "megatron:4"  # smallest divisor of 8 holding 30000 tokens
+    assert set(refs) == {"megatron", "megatron_smallest", "best_static", "mcore_dynamic"}
+    assert refs["megatron_smallest"][0] == "megatron:4"  # smallest divisor of 8 holding 30000 tokens
+    megas = [(n, s) for n, s in scores if n.startswith("megatron:")]
+    assert [n for n, _ in megas] == ["megatron:4", "megatron:8"]  # every degree a user can run
+    assert refs["megatron"][1].step_s == min(s.step_s for _, s in megas)  # the tuned one
+    assert all(p.scheme == "ring" for n, p in baseline_policies(8, 8192, "allgather", 30000)
+               if n.startswith("megatron") or n == "mcore-dynamic")  # Megatron's default p2p
     assert refs["best_static"][1].step_s == min(s.step_s for n, s in scores if n.startswith("static:"))

@@ -21,6 +21,7 @@ from fcp_tune.policy import load_policy
 from fcp_tune.profile.bundled import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.validate import default_profile_path
+from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
 from fcp_tune.workload import load_workload
 
@@ -50,12 +51,13 @@ def search(
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name (measured or reference). Default: as validate, the newest profile measured on this host, else the bundled CPU profile."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail."),
     world_size: Optional[int] = typer.Option(None, "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine). Default: the profile's."),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory). Default: the bundled policy's."),
+    token_budget: Optional[str] = typer.Option(None, "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory), or auto: the largest whose predicted memory fits the device. Default: the bundled policy's."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
     trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: the workload\'s own."),
+    one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica)."),
     scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed"),
@@ -72,16 +74,17 @@ def search(
         fail(f"--trials must be > 0, got {trials}")
     if world_size is not None and world_size < 1:
         fail(f"--world-size must be >= 1, got {world_size}")
-    if token_budget is not None and token_budget < 1:
-        fail(f"--token-budget must be >= 1, got {token_budget}")
     profile_path = resolve_profile_path(profile) if profile else default_profile_path(model or "tiny", world_size or 1)
     prof = load_profile(profile_path)
     world_size = world_size or prof.world_size
-    token_budget = token_budget or load_policy(default_policy_path()).token_budget
+    cfg_model = load_model_config(model) if model else prof.model
+    token_budget = resolve_token_budget(token_budget, cfg_model, world_size, prof.hardware,
+                                        load_policy(default_policy_path()).token_budget)
+    if global_batch_tokens is None:
+        global_batch_tokens = default_global_batch_tokens(world_size, token_budget, prof.hardware, one_wave)
     # The bundled workload's documents are split to what the world can hold (as validate does).
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
                        max_len=None if workload else world_size * token_budget)
-    cfg_model = load_model_config(model) if model else prof.model
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
@@ -121,7 +124,7 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
         lo = (b or 0) + 1
     print_table(table, console, wide=wide)
     cmp_ = Table(title="predicted step time (cost model)")
-    for col in ("policy", "step s", "tokens/s", "efficiency", "speedup of searched"):
+    for col in ("policy", "step s", "tokens/s", "TFLOP/s", "MFU", "efficiency", "GiB", "speedup of searched"):
         cmp_.add_column(col, justify="left" if col == "policy" else "right")
     rows = [("searched", result.score)] + sorted(result.baselines, key=lambda x: x[1].step_s)
     static_shown = 0
@@ -130,14 +133,17 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
             static_shown += 1
             if static_shown > 4:
                 continue
-        cmp_.add_row(name, f"{s.step_s:.4g}", f"{s.tokens_per_s:,.0f}", f"{s.efficiency:.2f}",
+        gib = f"{s.peak_memory_bytes / 2**30:.1f}" + ("" if s.fits else " !")
+        cmp_.add_row(name, f"{s.step_s:.4g}", f"{s.tokens_per_s:,.0f}", f"{s.tflops_per_gpu:.0f}",
+                     "-" if s.mfu is None else f"{s.mfu:.1%}", f"{s.efficiency:.2f}", gib,
                      f"{s.step_s / result.score.step_s:.2f}x")
     print_table(cmp_, console, wide=wide)
     pred = result.policy.metadata["predicted"]
     sp = result.speedups
-    labels = [("megatron", f"Megatron-style static ({pred.get('megatron')})"),
-              ("best_static", f"best cost-balanced static ({pred['best_static']})"),
-              ("pow2", "pow2 (Megatron-Core dynamic CP)")]
+    labels = [("megatron", f"Megatron-LM static CP tuned ({pred.get('megatron')}, ring/p2p)"),
+              ("megatron_smallest", f"its smallest degree ({pred.get('megatron_smallest')})"),
+              ("mcore_dynamic", "Megatron-Core dynamic CP (mcore-dynamic)"),
+              ("best_static", f"best cost-balanced static ({pred['best_static']})")]
     console.print("searched policy speedup over " + "; ".join(
         f"{label}: {sp[key]:.2f}x" for key, label in labels if key in sp))
     console.print(f"wrote [bold]{path}[/]")

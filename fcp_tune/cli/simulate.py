@@ -12,7 +12,7 @@ from fcp_tune.cli.common import cli_errors, console, print_json
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.profile.schema import load_profile
-from fcp_tune.scale import realistic_global_batch_tokens, resolve_token_budget
+from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
 from fcp_tune.search.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
@@ -27,7 +27,7 @@ def simulate(
     token_budget: str = typer.Option(..., "--token-budget", "-b", help="Max tokens per rank per wave, or auto: the largest whose predicted memory fits the device (per N)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
     scheme: str = typer.Option("allgather", "--scheme"),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: N x budget (simulate) or the workload\'s own."),
     one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica) instead of the default."),
     batches: int = typer.Option(4, "--batches", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -46,7 +46,7 @@ def simulate(
     with console.status("simulating") if not json_out else _null():
         for n in sizes:
             budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
-            gbt = global_batch_tokens or (n * budget if one_wave else realistic_global_batch_tokens(n, budget))
+            gbt = global_batch_tokens or default_global_batch_tokens(n, budget, prof.hardware, one_wave) or n * budget
             wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
             rows += simulate_policies(policies, prof, wl, cfg_model, [n], budget, scheme, batches, seed,
                                       max_communicators)

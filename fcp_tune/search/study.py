@@ -5,7 +5,8 @@ over a fixed, seeded set of global batches (:class:`~fcp_tune.search.evaluate.Ev
 The baselines (static at each feasible degree, pow2) are enqueued as the first trials in
 their thresholds form, so the search starts from what users run today and its best trial
 is never worse than any of them. Memory is an Optuna constraint (``trial.set_constraint``):
-a range whose degree cannot hold its longest sequence makes the trial infeasible.
+a range whose degree cannot hold its longest sequence, or a predicted peak above the
+device's memory (the profile's ``hardware``), makes the trial infeasible.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def run_search(
 
     def objective(trial: Any) -> float:
         bounds, degrees = space.suggest(trial)
-        trial.set_constraint("memory", space.memory_violation(bounds, degrees))
         score = evaluator.score(space.policy(bounds, degrees))
+        trial.set_constraint("memory", memory_violation(space.memory_violation(bounds, degrees), score))
         record_trial(trial, bounds, degrees, score.step_s)  # readable columns in Optuna's own tools
         return score.step_s * (1.0 + cfg.comm_penalty * score.per_rank_communicators)
 
@@ -176,12 +177,7 @@ def run_search(
     remaining = cfg.trials - completed_trials(study)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget") from None
-    if best.constraints and any(v > 0 for v in best.constraints.values()):
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
+    best = best_feasible(study)
     bounds, degrees = space.from_params(best.params)
     scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
         cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
@@ -190,7 +186,7 @@ def run_search(
     refs = reference_scores(scores)
     static_name = refs["best_static"][0]
     speedups = {n: s.step_s / score.step_s for n, s in scores}
-    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
+    speedups.update(speedups_over(score.step_s, refs))  # the COMPARISONS keys
     import optuna
 
     metadata = {
@@ -209,6 +205,8 @@ def run_search(
             "step_s": score.step_s, "tokens_per_s": score.tokens_per_s, "efficiency": score.efficiency,
             "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
             "megatron": refs["megatron"][0] if "megatron" in refs else None,
+            "megatron_smallest": refs["megatron_smallest"][0] if "megatron_smallest" in refs else None,
+            "tflops_per_gpu": score.tflops_per_gpu, "mfu": score.mfu, "fits": score.fits,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
             "baseline_step_s": {n: s.step_s for n, s in scores},
         },
@@ -217,6 +215,28 @@ def run_search(
     result = SearchResult(policy, score, tuple(scores), completed_trials(study), study.study_name,
                           time.perf_counter() - t0, speedups)
     return result, study, space
+
+
+def best_feasible(study: Any) -> Any:
+    """The completed trial with the lowest value among those meeting every constraint."""
+    import optuna
+
+    feasible = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if not any(v > 0 for v in dict(t.constraints or {}).values())]
+    if not feasible:
+        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget or the device's memory "
+                           "(lower --token-budget, or --token-budget auto)")
+    return min(feasible, key=lambda t: (t.value, t.number))
+
+
+def memory_violation(budget_violation: float, score: Score) -> float:
+    """The trial's memory constraint (> 0: infeasible): ranks missing to hold a range's longest
+    sequence in the token budget, or the predicted peak's excess over the device, as a share
+    of the device's memory (the larger of the two)."""
+    excess = 0.0
+    if not score.fits:
+        excess = (score.peak_memory_bytes - score.device_memory_bytes) / score.device_memory_bytes  # type: ignore[operator]
+    return max(budget_violation, excess)
 
 
 def reproduce_command(argv: Optional[list[str]] = None) -> str:
