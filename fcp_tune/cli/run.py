@@ -12,6 +12,7 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.executor import RunConfig, RunReport, run_training
+from fcp_tune.executor.figures import run_figures
 from fcp_tune.launch import under_torchrun
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.workload import load_workload
@@ -40,7 +41,7 @@ def _span(values: tuple[float, ...]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
-def render(report: RunReport, wide: bool = False) -> None:
+def render(report: RunReport, wide: bool = False, figures: Optional[dict] = None) -> None:
     """Per-step table (ranks folded to min-max; --json has every rank) and a summary."""
     steps = Table(title=f"steps: {report.world_size} ranks, {report.backend}, {report.communicators} communicators "
                         f"(<= {report.per_rank_communicators} per rank, created lazily)")
@@ -63,14 +64,24 @@ def render(report: RunReport, wide: bool = False) -> None:
         console.print(f"[dim]{r.name}: planning {sum(s.plan_ms for s in m) / len(m):.1f} ms per step, "
                       f"{1e3 * waited:.1f} ms of it not hidden behind the previous step[/]")
     summary = Table(title="summary (steps marked * are warm-up and excluded)")
-    for col in ("policy", "kind", "tokens/s", "median step s", f"speedup of {report.results[0].name}"):
+    figures = figures or {}
+    for col in ("policy", "kind", "tokens/s", "TFLOP/s per rank", "MFU", "median step s",
+                f"speedup of {report.results[0].name}"):
         summary.add_column(col, justify="left" if col in ("policy", "kind") else "right")
     for r in report.results:
+        f = figures.get(r.name)
         summary.add_row(
             r.name, r.policy["kind"] + (f" d={r.policy['degree']}" if r.policy.get("degree") else ""),
-            f"{r.tokens_per_s:,.0f}", f"{r.median_step_s:.3f}", f"{report.speedups()[r.name]:.2f}x",
+            f"{r.tokens_per_s:,.0f}", "-" if f is None else f"{f.tflops_per_gpu:.3g}",
+            "-" if f is None or f.mfu is None else f"{f.mfu:.1%}",
+            f"{r.median_step_s:.3f}", f"{report.speedups()[r.name]:.2f}x",
         )
     print_table(summary, console, wide=wide)
+    console.print("[dim]TFLOP/s: model FLOPs (PaLM convention, attention per sequence) per second per rank; "
+                  "MFU where the --profile names the device's peak[/]")
+    for name, f in figures.items():
+        if f.over_device:
+            console.print(f"[bold red]{name}: {f.over_device}: not a result on this device[/]")
     if report.world_size > 2:
         console.print(
             "[dim]note: with more processes than cores, wall-clock is shared; compare busy time per rank too.[/]"
@@ -85,7 +96,7 @@ def run(
     nproc: Optional[int] = typer.Option(None, "--nproc", "-n", min=1, help="Local processes (default: the policy's world size). Ignored under torchrun."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the summary."),
-    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: megatron[:D] (Megatron-LM static CP), static[:D] (cost-balanced), pow2, adaptive or a policy file (repeat or comma-separate)."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: megatron[:D] (Megatron-LM static CP), static[:D] (cost-balanced), mcore-dynamic (Megatron-Core dynamic CP), pow2, adaptive or a policy file (repeat or comma-separate)."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
@@ -111,7 +122,8 @@ def run(
             report = run_training(cfg, timeout=timeout, on_event=on_event)
     if report is None:  # a non-zero rank under torchrun
         return
+    figures = run_figures(report, cfg.model, cfg.cost)
     if json_out:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "figures": {k: v.to_dict() for k, v in figures.items()}})
     else:
-        render(report, wide=wide)
+        render(report, wide=wide, figures=figures)
