@@ -12,11 +12,13 @@ recompute: ``fcp_tune.modelcfg.PRESETS``). For every workload and world size N:
   activations fit 90 % of the 80 GiB device, :func:`fcp_tune.memory.max_token_budget`);
 - global batch: :func:`fcp_tune.scale.realistic_global_batch_tokens` (4M tokens up to 256
   ranks, proportional above, at least two micro-batches of the budget per replica);
-- every policy runs the ring scheme (Megatron-LM's default ``--cp-comm-type p2p``);
+- each policy runs the scheme its users run: Megatron's baselines the ring (Megatron-LM's
+  default ``--cp-comm-type p2p``, transfers overlapped with compute), fcp-tune's own
+  (adaptive, cost-balanced static) all-gather (fcp-tune's default);
 - baselines (:func:`fcp_tune.search.evaluate.baseline_policies`): Megatron-LM static CP at
-  every ``--context-parallel-size`` dividing N that fits (the fastest = tuned, the smallest
-  beside it), Megatron-Core dynamic CP (``mcore-dynamic``), fcp-tune's cost-balanced static
-  at every degree dividing N (the best);
+  every ``--context-parallel-size`` dividing N that fits, up to 64 (the fastest = tuned, the
+  smallest beside it), Megatron-Core dynamic CP (``mcore-dynamic``), fcp-tune's cost-balanced
+  static at every degree dividing N (the best);
 - columns: adaptive's speedup over each, its efficiency against the ideal bound (what any
   planner could still win: ``1 / efficiency``), MFU (PaLM convention, attention per
   sequence, H100 SXM dense bf16 peak 989.4 TFLOP/s) of adaptive and of tuned Megatron, the
@@ -45,7 +47,7 @@ from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_sco
 from fcp_tune.workload import load_workload
 
 PROFILE = "profiles/h100-64-reference.yaml"
-SCHEME = "ring"
+SCHEME = "allgather"  # fcp-tune's own policies (its default); Megatron's baselines run ring (p2p)
 WORKLOADS = {
     # pre-training long tail: median 4K, a few sequences up to 128K
     "long-tail": "lognormal:median=4096,sigma=1.2,max=131072,n=20000",

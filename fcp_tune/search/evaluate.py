@@ -42,6 +42,10 @@ COMPARISONS = {
 }
 # The attention scheme Megatron-LM's users run: --cp-comm-type p2p (the default).
 MEGATRON_SCHEME = "ring"
+# The largest CP degree the tuned Megatron sweep tries (8 nodes of 8 GPUs). Larger degrees give
+# each rank under 1/64 of a sequence: slower in every row measured (docs/BENCHMARKS.md), and
+# pricing a ring of d ranks costs d^2 blocks per sequence length.
+MEGATRON_SWEEP_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,15 @@ class Evaluator:
         return self.score(policy).step_s
 
 
-def megatron_degrees(world_size: int, token_budget: int, max_len: int) -> list[int]:
+def megatron_degrees(world_size: int, token_budget: int, max_len: int,
+                     max_degree: int | None = None) -> list[int]:
     """Every ``--context-parallel-size`` a Megatron-LM user can run: dividing N, and holding the
-    longest sequence after its ``2 * cp`` padding (ascending; the first is the smallest that fits)."""
-    return [d for d in range(min_degree_for(max_len, token_budget), world_size + 1)
+    longest sequence after its ``2 * cp`` padding (ascending; the first is the smallest that fits),
+    up to ``max_degree`` (default :data:`MEGATRON_SWEEP_MAX`; the smallest that fits is always in)."""
+    top = MEGATRON_SWEEP_MAX if max_degree is None else max_degree
+    fits = [d for d in range(min_degree_for(max_len, token_budget), world_size + 1)
             if world_size % d == 0 and int(pad_to_multiple([max_len], thd_pad_multiple(d))[0]) <= d * token_budget]
+    return [d for k, d in enumerate(fits) if k == 0 or d <= top]
 
 
 def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
