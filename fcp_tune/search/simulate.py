@@ -2,7 +2,8 @@
 
 Policies are files or kinds. A kind is rebuilt at each world size (``megatron`` /
 ``static`` = the smallest feasible degree dividing N, ``megatron:D``, ``static:D``,
-``mcore-dynamic``, ``pow2``, ``adaptive``); a thresholds file keeps its boundaries and
+``mcore-dynamic``, ``pow2``, ``adaptive``; Megatron's kinds run the ring scheme, Megatron-LM's
+default ``p2p``); a thresholds file keeps its boundaries and
 degrees and is skipped, with the reason, where a degree exceeds N. Every row: predicted step
 time, tokens/s, TFLOP/s per GPU and MFU, efficiency against the ideal bound, speedups over
 the tuned Megatron-style static baseline (and its smallest degree), over Megatron-Core
@@ -22,7 +23,9 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, min_degree_for
 from fcp_tune.profile.schema import Profile
-from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_scores, speedups_over
+from fcp_tune.search.evaluate import (
+    MEGATRON_SCHEME, Evaluator, baseline_policies, reference_scores, speedups_over,
+)
 from fcp_tune.workload import Workload
 
 
@@ -97,6 +100,8 @@ def simulate(
                 policy = fit_world(resolve_policy(spec, base, workload), n)
                 if policy.token_budget != token_budget:
                     policy = replace(policy, token_budget=token_budget)
+                if policy.kind in ("megatron", "mcore-dynamic") and not Path(spec).is_file():
+                    policy = replace(policy, scheme=MEGATRON_SCHEME)  # what Megatron-LM's users run (p2p)
                 if policy.kind == "adaptive":
                     policy = replace(policy, gpus_per_node=node_size(profile, policy.gpus_per_node),
                                      max_communicators=policy.max_communicators if max_communicators is None
