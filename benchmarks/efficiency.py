@@ -35,7 +35,7 @@ from search import PROFILE, WORKLOADS  # benchmarks/search.py: the same profile 
 
 def decompose(cost: CostModel, batch: list[int], n: int, budget: int) -> dict:
     """One batch's adaptive plan: step, bound, and the rank-seconds of work, over-sharding and idle."""
-    plan = plan_batch(batch, Policy("adaptive", n, budget), n, cost)
+    plan = plan_batch(batch, Policy("adaptive", n, budget), cost=cost)
     pred = cost.predict(plan, batch, budget)
     fixed = pred.grad_sync_s + pred.optimizer_s
     work = sum(cost.sequence_work(int(x), budget) for x in batch)

@@ -21,11 +21,11 @@ import json
 import platform
 import statistics
 
-from fcp_tune.baselines import smallest_static_degree
 from fcp_tune.executor import RunConfig, run_training
 from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.policy import Policy
+from fcp_tune.policy.specs import smallest_static_degree
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.search.study import SearchConfig, run_search
 from fcp_tune.workload import load_workload

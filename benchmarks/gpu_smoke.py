@@ -9,6 +9,7 @@ kernels only):
    GQA, a varlen batch: output and gradients against the float64 reference on CPU.
 2. The prefix-plus-causal-square split the all-gather scheme uses (full block over
    ``[0, a)`` plus causal square over ``[a, b)``, merged by log-sum-exp), on CUDA.
+   The same with MLA head dims (q/k 192, v 128: the fused kernel runs on zero-padded heads).
 3. Forward+backward time and TFLOP/s of the local kernel at 4K/8K/16K tokens (bf16).
 """
 
@@ -35,23 +36,25 @@ def parity(dev: torch.device) -> bool:
     ok = True
     cu = [0, 1, 7, 130, 131, 640]
     g = torch.Generator().manual_seed(0)
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        for causal in (True, False):
-            base = [torch.randn(640, h, 64, generator=g, dtype=torch.float64).to(dtype).double() for h in (8, 2, 2)]
-            dout = torch.randn(640, 8, 64, generator=g, dtype=torch.float64)
-            ref_in = [t.clone().requires_grad_() for t in base]
-            ref = reference_attention(*ref_in, cu, causal=causal)
-            ref.backward(dout)
-            for scheme in SCHEMES:  # every scheme's d = 1 path runs the same CUDA kernels
-                x = [t.to(dev, dtype).requires_grad_() for t in base]
-                out = cp_attention(*x, cu, causal=causal, scheme=scheme)
-                out.backward(dout.to(dev, dtype))
-                errs = [_err(out, ref)] + [_err(a.grad, b.grad) for a, b in zip(x, ref_in)]
-                name = str(dtype).split(".")[-1]
-                tol = TOLERANCE[name]
-                ok &= max(errs) <= tol
-                print(f"d=1 {scheme:9s} {name:9s} causal={causal!s:5s} max err out/dq/dk/dv = "
-                      + " ".join(f"{e:.1e}" for e in errs) + f"  tol {tol:.0e}  {'ok' if max(errs) <= tol else 'FAIL'}")
+    shapes = [(dtype, causal, 64, 64) for dtype in (torch.bfloat16, torch.float16, torch.float32)
+              for causal in (True, False)] + [(torch.bfloat16, True, 192, 128), (torch.float32, True, 192, 128)]
+    for dtype, causal, dqk, dv in shapes:
+        base = [torch.randn(640, h, d, generator=g, dtype=torch.float64).to(dtype).double()
+                for h, d in ((8, dqk), (2, dqk), (2, dv))]
+        dout = torch.randn(640, 8, dv, generator=g, dtype=torch.float64)
+        ref_in = [t.clone().requires_grad_() for t in base]
+        ref = reference_attention(*ref_in, cu, causal=causal)
+        ref.backward(dout)
+        for scheme in SCHEMES:  # every scheme's d = 1 path runs the same CUDA kernels
+            x = [t.to(dev, dtype).requires_grad_() for t in base]
+            out = cp_attention(*x, cu, causal=causal, scheme=scheme)
+            out.backward(dout.to(dev, dtype))
+            errs = [_err(out, ref)] + [_err(a.grad, b.grad) for a, b in zip(x, ref_in)]
+            name = str(dtype).split(".")[-1]
+            tol = TOLERANCE[name]
+            ok &= max(errs) <= tol
+            print(f"d=1 {scheme:9s} {name:9s} causal={causal!s:5s} D={dqk}/{dv} max err out/dq/dk/dv = "
+                  + " ".join(f"{e:.1e}" for e in errs) + f"  tol {tol:.0e}  {'ok' if max(errs) <= tol else 'FAIL'}")
     # prefix + causal-square split, merged
     L, a = 512, 192
     q, k, v = (torch.randn(L, h, 64, generator=g, dtype=torch.float64) for h in (8, 2, 2))

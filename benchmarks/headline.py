@@ -43,7 +43,8 @@ from fcp_tune.mfu import device_memory_bytes
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.scale import realistic_global_batch_tokens
-from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_scores, speedups_over
+from fcp_tune.policy.specs import baseline_policies
+from fcp_tune.search.evaluate import Evaluator, Scored, reference_scores, speedups_over
 from fcp_tune.workload import load_workload
 
 PROFILE = "profiles/h100-64-reference.yaml"
@@ -73,20 +74,20 @@ def headline(workload: str, n: int, batches: int, seed: int = 0) -> dict:
     scores = []
     for name, policy in baseline_policies(n, budget, SCHEME, max(wl.seqlens)):
         t = time.process_time()
-        scores.append((name, ev.score(policy)))
-        print(f"  {workload} N={n} {name}: {scores[-1][1].step_s:.4g} s ({time.process_time() - t:.1f} s CPU)",
+        scores.append(Scored(name, policy, ev.score(policy)))
+        print(f"  {workload} N={n} {name}: {scores[-1].score.step_s:.4g} s ({time.process_time() - t:.1f} s CPU)",
               file=sys.stderr, flush=True)
-    refs = reference_scores([x for x in scores if x[0] != "adaptive"])
-    adaptive = dict(scores)["adaptive"]
+    refs = reference_scores([s for s in scores if s.policy.kind != "adaptive"])
+    adaptive = next(s.score for s in scores if s.policy.kind == "adaptive")
     ups = speedups_over(adaptive.step_s, refs)
     return {
         "workload": workload, "world_size": n, "token_budget": budget, "global_batch_tokens": gbt,
         "sequences_per_batch": len(ev.batches[0]), "batches": batches,
         "references": {k: v[0] for k, v in refs.items()}, "speedups": ups,
         "adaptive": adaptive.to_dict(), "megatron_tuned": refs["megatron"][1].to_dict(),
-        "scores": {name: s.to_dict() for name, s in scores},
-        "peak_gib_max": max(s.peak_memory_bytes for _, s in scores) / GIB,
-        "device_gib": device / GIB, "all_fit": all(s.fits for _, s in scores),
+        "scores": {s.name: s.score.to_dict() for s in scores},
+        "peak_gib_max": max(s.score.peak_memory_bytes for s in scores) / GIB,
+        "device_gib": device / GIB, "all_fit": all(s.score.fits for s in scores),
         "cpu_s": time.process_time() - t0,
     }
 

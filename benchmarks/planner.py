@@ -10,6 +10,7 @@ side by side.
     python benchmarks/planner.py --json     # machine-readable
     python benchmarks/planner.py --quick    # fewer repeats
     python benchmarks/planner.py --cap-cost # what the communicator cap costs (H100 reference profile)
+    python benchmarks/planner.py --real-cost # plan CPU time with the calibrated CostModel, N = 64/256/1024
 
 ``adaptive`` plans with the default group vocabulary (``max_communicators`` 24 per rank,
 nodes of 8); ``adaptive (uncapped)`` with every contiguous range (``max_communicators: 0``).
@@ -68,13 +69,13 @@ def bench(world: int, count: int, budget: int, repeats: int, seed: int) -> list[
     rows = []
     for name, policy in policies(world, budget):
         for w in range(3):
-            plan_batch(sample_lengths(count, world, budget, seed - 1 - w), policy, world, cost)
+            plan_batch(sample_lengths(count, world, budget, seed - 1 - w), policy, cost=cost)
         times, waves, steps = [], [], []
         for r in range(repeats):
             lengths = sample_lengths(count, world, budget, seed + r)
             gc.collect()
             t0 = time.perf_counter()
-            plan = plan_batch(lengths, policy, world, cost)
+            plan = plan_batch(lengths, policy, cost=cost)
             times.append((time.perf_counter() - t0) * 1e3)
             waves.append(len(plan.waves))
             steps.append(step_cost(plan, lengths, cost))
@@ -128,7 +129,7 @@ def cap_cost(caps: tuple[int, ...] = (0, 16, 24), worlds: tuple[int, ...] = (8, 
                 policy = Policy("adaptive", n, budget, max_communicators=cap)
                 steps, used, t0 = [], set(), time.perf_counter()
                 for b in sample:
-                    plan = plan_batch(b, policy, n, cost)
+                    plan = plan_batch(b, policy, cost=cost)
                     steps.append(cost.predict(plan, b, budget).step_time)
                     used |= {r for r in plan.ranges() if r[1] > 1}
                 step = statistics.fmean(steps)
@@ -144,6 +145,63 @@ def cap_cost(caps: tuple[int, ...] = (0, 16, 24), worlds: tuple[int, ...] = (8, 
     return rows
 
 
+REAL_WORKLOAD = "lognormal:median=2000,sigma=1.3,max=131072,n=20000"  # the issue-16 long tail
+REAL_BATCHES = {"memory-full": 1, "4 micro-batches": 4}  # global batch = this x N x budget tokens
+# p50 targets in ms per world size: (thresholds, adaptive); and adaptive's plan/step target
+REAL_TARGETS = {64: (10.0, 50.0, 0.02), 256: (None, None, None), 1024: (100.0, 500.0, 0.20)}
+
+
+def real_cost(worlds: tuple[int, ...] = (64, 256, 1024), budget: int = 16384, repeats: int = 20,
+              warmup: int = 3, kinds: tuple[str, ...] = ("thresholds", "adaptive")) -> list[dict[str, Any]]:
+    """Plan time with the calibrated ``CostModel`` (H100 64-GPU reference profile, llama3-8b, allgather).
+
+    Per world size and batch shape (:data:`REAL_BATCHES`), ``warmup`` batches are planned first
+    (their CPU time is reported as ``cold_ms``: the cost table fills then), then ``repeats``
+    fresh seeded batches. Times are CPU seconds of this process (``time.process_time``): the
+    machine is shared, so wall-clock time would measure the neighbours' load.
+    """
+    from fcp_tune.costmodel import CostModel
+    from fcp_tune.modelcfg import PRESETS
+    from fcp_tune.profile.schema import load_profile
+    from fcp_tune.workload import BatchSampler, load_workload
+
+    prof = load_profile(str(Path(__file__).resolve().parent.parent / CAP_PROFILE))
+    model = PRESETS["llama3-8b"]
+    rows = []
+    for n in worlds:
+        for shape, micro in REAL_BATCHES.items():
+            wl = load_workload(REAL_WORKLOAD, global_batch_tokens=micro * n * budget)
+            sample = BatchSampler(wl, seed=0).batches(warmup + repeats)
+            for kind in kinds:
+                cost = CostModel.from_profile(prof, model, "allgather", n)  # fresh: cold tables per kind
+                policy = (Policy("adaptive", n, budget) if kind == "adaptive" else
+                          Policy("thresholds", n, budget, boundaries=(budget, 3 * budget, 6 * budget),
+                                 degrees=tuple(min(d, n) for d in (1, 3, 6, 12))))
+                cold, times, steps = [], [], []
+                for i, b in enumerate(sample):
+                    gc.collect()
+                    t0 = time.process_time()
+                    plan = plan_batch(b, policy, cost=cost)
+                    dt = time.process_time() - t0
+                    if i < warmup:
+                        cold.append(dt)
+                        continue
+                    times.append(dt)
+                    steps.append(cost.predict(plan, b, budget).step_time)
+                times.sort()
+                step = statistics.median(steps)
+                p50 = statistics.median(times)
+                rows.append({
+                    "ranks": n, "batch": shape, "policy": kind, "seqs": statistics.fmean(len(b) for b in sample),
+                    "cold_ms": 1e3 * max(cold, default=0.0), "p50_ms": 1e3 * p50,
+                    "p99_ms": 1e3 * times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)],
+                    "step_s": step, "plan_over_step": p50 / step, "repeats": repeats,
+                    "target_p50_ms": REAL_TARGETS.get(n, (None, None))[0 if kind == "thresholds" else 1],
+                })
+                print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
@@ -151,7 +209,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 batches per config")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--cap-cost", action="store_true", help="capped vs uncapped adaptive plans, H100 profile")
+    parser.add_argument("--real-cost", action="store_true",
+                        help="plan with the calibrated CostModel (H100 reference profile), CPU time")
+    parser.add_argument("--worlds", type=int, nargs="+", default=[64, 256, 1024], help="with --real-cost")
     args = parser.parse_args(argv)
+    if args.real_cost:
+        rows = real_cost(tuple(args.worlds), repeats=5 if args.quick else (args.repeats or 20))
+        if args.json:
+            print(json.dumps({"profile": CAP_PROFILE, "workload": REAL_WORKLOAD, "clock": "process_time",
+                              "results": rows}, indent=2))
+            return 0
+        print("| N | batch | policy | seqs | cold ms | p50 ms | p99 ms | target p50 | predicted step s | plan / step |")
+        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            t = r["target_p50_ms"]
+            mark = "-" if t is None else f"{t:g} {'ok' if r['p50_ms'] <= t else 'MISS'}"
+            print(f"| {r['ranks']} | {r['batch']} | {r['policy']} | {r['seqs']:.0f} | {r['cold_ms']:.0f} | "
+                  f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {mark} | {r['step_s']:.3f} | "
+                  f"{100 * r['plan_over_step']:.2f} % |")
+        return 0
     if args.cap_cost:
         rows = cap_cost()
         if args.json:

@@ -28,8 +28,8 @@ from fcp_tune.fileio import file_sha256
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.policy import save_policy
 from fcp_tune.profile.schema import load_profile
-from fcp_tune.search.simulate import simulate
 from fcp_tune.search.study import SearchConfig, run_search
+from fcp_tune.simulate import simulate
 from fcp_tune.workload import load_workload
 
 PROFILE = "profiles/h100-64-reference.yaml"

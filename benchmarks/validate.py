@@ -1,6 +1,6 @@
 """Cost-model fidelity table: measured executor steps vs ``CostModel.predict``, every policy kind.
 
-Runs :func:`fcp_tune.validate.validate` on local gloo processes (default 2) with the
+Runs :func:`fcp_tune.fidelity.validate` on local gloo processes (default 2) with the
 tiny model on the bundled long-tail workload (documents split at 2 x 2048 tokens) under
 one policy of each kind, interleaved step by step: adaptive (the bundled default),
 static (smallest fitting degree), pow2 and a thresholds table (<= 1024 tokens: 1 rank,
@@ -32,11 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, smallest_static_degree  # noqa: E402
+from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate  # noqa: E402
 from fcp_tune.modelcfg import PRESETS  # noqa: E402
 from fcp_tune.policy import Policy, load_policy  # noqa: E402
+from fcp_tune.policy.specs import default_policy_path, fit_world, smallest_static_degree  # noqa: E402
 from fcp_tune.profile.schema import load_profile  # noqa: E402
-from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate  # noqa: E402
+from fcp_tune.workload import default_workload_path  # noqa: E402
 from fcp_tune.workload import load_workload  # noqa: E402
 
 

@@ -31,19 +31,23 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune import memory
+from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner.cost import finish_times
 from fcp_tune.planner.plan import Plan
-from fcp_tune.modelcfg import ModelConfig
+from fcp_tune.policy.degrees import min_degree_for
 from fcp_tune.profile.interp import AttentionGrid, CommTable
 from fcp_tune.profile.schema import Profile
-from fcp_tune.schemes import Scheme, get_scheme
+from fcp_tune.schemes import DEFAULT_SCHEME, Scheme, get_scheme
 from fcp_tune.schemes.layout import shard_layout, tokens_per_rank
+
+if TYPE_CHECKING:
+    from fcp_tune.planner.table import TabulatedCost
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class CostModel:
 
     profile: Profile
     model: ModelConfig
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     world_size: int | None = None
     _grid: AttentionGrid = field(init=False, repr=False, compare=False)
     _comm: CommTable = field(init=False, repr=False, compare=False)
@@ -140,7 +144,7 @@ class CostModel:
 
     @classmethod
     def from_profile(
-        cls, profile: Profile, model: ModelConfig, scheme: str = "allgather", world_size: int | None = None
+        cls, profile: Profile, model: ModelConfig, scheme: str = DEFAULT_SCHEME, world_size: int | None = None
     ) -> "CostModel":
         """Build the model; errors name what the profile lacks for ``world_size`` ranks."""
         return cls(profile, model, scheme, world_size)
@@ -183,6 +187,29 @@ class CostModel:
             self._memo[key] = hit
         return hit
 
+    def _fill(self, lengths: Sequence[int], degree: int) -> None:
+        """Memoise :meth:`_seq` for every length of ``lengths`` not yet seen, in one vectorised call.
+
+        The scheme's blocks of a packed layout are per sequence (axis ``S``), so laying the
+        missing lengths out together gives each one's ``_seq`` entry exactly, at the cost of
+        one layout instead of one per length: the planner asks about hundreds of distinct
+        lengths per degree.
+        """
+        missing = sorted({int(x) for x in lengths if int(x) > 0 and (int(x), degree) not in self._memo})
+        if len(missing) < 2:
+            return
+        per_call = max(1, (1 << 20) // (degree * degree))  # a lock-step scheme's blocks grow with d^2
+        for at in range(0, len(missing), per_call):
+            part = missing[at : at + per_call]
+            cu = np.concatenate([[0], np.cumsum(part)])
+            b = self._scheme.blocks(shard_layout(cu, degree), causal=True)
+            fwd, bwd = self._grid.block(b.q_len, b.k_len, b.causal).sum(-1) * self._attn_scale
+            if b.head_share != 1.0:
+                fwd, bwd = fwd * b.head_share, bwd * b.head_share
+            counts = tokens_per_rank(np.asarray(part), degree).astype(np.float64)
+            for i, length in enumerate(part):
+                self._memo[(length, degree)] = (fwd[..., i], bwd[..., i], counts[i])
+
     # ------------------------------------------------------------------ CostFn
     def group_time(self, seqlens: Sequence[int], degree: int) -> float:
         """Seconds for ``degree`` ranks to run forward+backward (all layers) on ``seqlens``.
@@ -196,6 +223,7 @@ class CostModel:
         if not self._scheme.feasible(degree, self.model):
             return math.inf  # the scheme cannot run it (ulysses: degree must divide H_kv): never the cheapest
         fwd = bwd = cnt = 0.0
+        self._fill(seqlens, degree)
         for length, times in Counter(int(x) for x in seqlens).items():
             if length < 0:
                 raise FcpTuneError(f"sequence lengths must be >= 0, got {length}")
@@ -230,6 +258,19 @@ class CostModel:
                         exposed += t
             phases.append(np.maximum(compute.max(axis=1), overlap).sum() + exposed)
         return float(layers * (phases[0] + phases[1]) + linear.max())
+
+    def tabulated(self) -> "TabulatedCost":
+        """This model's tabulated form for planning (:mod:`fcp_tune.planner.table`), one per instance.
+
+        Its entries come from :meth:`group_time` itself, filled as the planner asks, and are
+        kept with this model's other memos, so they are computed once across batches.
+        """
+        table = self._memo.get("tabulated")
+        if table is None:
+            from fcp_tune.planner.table import TabulatedCost
+
+            table = self._memo["tabulated"] = TabulatedCost(self)
+        return table
 
     def check_degree(self, degree: int) -> None:
         """Raise :class:`FcpTuneError` naming the scheme's rule when it cannot run ``degree`` for the model."""
@@ -279,15 +320,16 @@ class CostModel:
     def sequence_work(self, seqlen: int, token_budget: int | None = None) -> float:
         """Least rank-seconds of one sequence alone: ``min d * (group_time([L], d) - wave_s)``.
 
-        Over the degrees that fit it, from its memory minimum ``m = ceil(L / token_budget)``
-        (1 without a budget) up to ``min(N, 2 m)``; more ranks only add communication and
+        Over the degrees that fit it, from its memory minimum ``m``
+        (:func:`~fcp_tune.policy.degrees.min_degree_for`, the rule every plan obeys: ``ceil(L /
+        token_budget)``, more for a few lengths at an odd budget; 1 without a budget) up to ``min(N, 2 m)``; more ranks only add communication and
         shrink kernels. The per-call fixed cost is left out (a perfect plan pays it once per
         rank, see :meth:`ideal_time`). Memoised per (length, budget).
         """
         key = ("work", int(seqlen), token_budget)
         hit = self._memo.get(key)
         if hit is None:
-            m = 1 if token_budget is None else max(1, -(-int(seqlen) // int(token_budget)))
+            m = 1 if token_budget is None else min_degree_for(int(seqlen), int(token_budget))
             top = min(self.world_size, 2 * m)
             hit = min((d * (self.group_time([int(seqlen)], d) - self._wave_s) for d in range(m, top + 1)),
                       default=float("inf"))

@@ -5,21 +5,32 @@ processes are forked (fast: ~0.2 s for 8) with one compute thread each; NCCL pro
 spawned (fork is unsafe once CUDA is initialised). The group rendezvous through a file
 store in a fresh temporary directory. If any rank raises or dies, the others are killed
 at once and :class:`RankFailure` names the rank; a run that outlives ``timeout`` is killed
-too. No child outlives the call.
+too. No child outlives the call: SIGTERM or SIGHUP to the parent raise :class:`Terminated`
+there (every rank is killed, the temporary directory removed, on the way out), and each
+rank asks the kernel to kill it when its parent dies however it dies (Linux
+``PR_SET_PDEATHSIG``; elsewhere a watchdog thread polls the parent's pid).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+# Signals that ask a process to stop (batch schedulers, `kill`, a closed terminal).
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+_PR_SET_PDEATHSIG = 1
 
 
 class RankFailure(RuntimeError):
@@ -31,7 +42,67 @@ class RankFailure(RuntimeError):
         self.details = details
 
 
-def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, results, events) -> None:
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived; ``signum`` says which. A ``BaseException`` so that no
+    ``except Exception`` swallows it on its way to the command line (exit 128 + signum)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` (once; later ones are ignored
+    so the clean-up is not itself interrupted). A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die when ``parent_pid`` does, whatever kills the parent.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, then a check that the parent did not die
+    before the call. Elsewhere: a daemon thread that exits the process once the parent's
+    pid is gone (re-parenting changes ``getppid``).
+    """
+    for s in STOP_SIGNALS:  # forked ranks inherit the parent's handlers; theirs are the defaults
+        signal.signal(s, signal.SIG_DFL)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="fcp-tune-parent-watchdog", daemon=True).start()
+
+
+def _child(fn, rank, world_size, args, backend, store_path, timeout_s, threads, results, events,
+           parent_pid=None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     import torch
     import torch.distributed as dist
 
@@ -107,6 +178,7 @@ def run_local(
 
     Raises:
         RankFailure: naming the first rank that raised or died, or the run's timeout.
+        Terminated: SIGTERM or SIGHUP arrived (the ranks are killed and the store removed first).
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
@@ -121,17 +193,18 @@ def run_local(
         procs = [
             ctx.Process(
                 target=_child,
-                args=(fn, r, nproc, tuple(args), backend, store_path, ct, threads, results, events),
+                args=(fn, r, nproc, tuple(args), backend, store_path, ct, threads, results, events, os.getpid()),
                 daemon=True,
             )
             for r in range(nproc)
         ]
-        for p in procs:
-            p.start()
-        try:
-            return _collect(procs, results, nproc, timeout, events, on_event)
-        finally:
-            _reap(procs)
+        with stop_signals_raise():
+            try:
+                for p in procs:
+                    p.start()
+                return _collect(procs, results, nproc, timeout, events, on_event)
+            finally:
+                _reap(procs)
 
 
 def _drain(events, on_event) -> None:
@@ -145,7 +218,7 @@ def _drain(events, on_event) -> None:
 # Errors a rank raises when a *peer* went away: they point at the victim, not the cause.
 _PEER_ERRORS = ("Connection closed by peer", "Connection reset", "Read error", "pair.cc", "Broken pipe",
                 "NCCL communicator was aborted", "Timed out", "timed out",
-                "(this is rank")  # fcp_tune.executor.step.agree_on_plan: another rank's planner failed
+                "(this is rank")  # fcp_tune.integration.agree_on_plan: another rank's planner failed
 
 
 def _is_secondary(text: str) -> bool:
@@ -206,10 +279,11 @@ def _raise_root(procs, out: dict, errors: dict) -> None:
 
 def _reap(procs) -> None:
     for p in procs:
-        if p.is_alive():
+        if p.pid is not None and p.exitcode is None:
             try:
                 os.kill(p.pid, signal.SIGKILL)
             except (ProcessLookupError, TypeError):
                 pass
     for p in procs:
-        p.join(timeout=5)
+        if p.pid is not None:
+            p.join(timeout=5)

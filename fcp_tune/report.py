@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.fileio import atomic_write_text
+from fcp_tune.fileio import atomic_write_text, save_png
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import Profile
@@ -69,8 +69,7 @@ class Report:
         }
 
 
-def _what(name: str) -> str:
-    kind = name.partition(":")[0]
+def _what(kind: str) -> str:
     return {
         "searched": "searched thresholds policy (this report)",
         "megatron": "Megatron-LM static CP (token packing, ring/p2p)",
@@ -86,8 +85,8 @@ def rows_from_search(result: SearchResult) -> tuple[tuple[PolicyRow, ...], dict[
     scores = list(result.baselines)
     refs = reference_scores(scores)
     keep = ["adaptive"] + [refs[k][0] for k in COMPARISONS if k in refs]
-    picked = [("searched", result.score)] + [(n, s) for n, s in scores if n in keep]
-    rows = tuple(PolicyRow(n, _what(n), s, speedups_over(s.step_s, refs)) for n, s in picked)
+    picked = [("searched", "searched", result.score)] + [(b.name, b.policy.kind, b.score) for b in scores if b.name in keep]
+    rows = tuple(PolicyRow(n, _what(kind), s, speedups_over(s.step_s, refs)) for n, kind, s in picked)
     return rows, {k: v[0] for k, v in refs.items()}
 
 
@@ -199,11 +198,10 @@ def plot_step_times(report: Report, path: Path) -> Path:
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: no reader sees half a PNG
-    return path
+    try:
+        return save_png(fig, path)  # atomic: no reader sees half a PNG
+    finally:
+        plt.close(fig)
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.limits import MAX_DOCUMENTS, MAX_TOKENS, check_seed, check_tokens
 from fcp_tune.fileio import check_document, read_yaml
 
 SCHEMA = "fcp-tune/workload"
@@ -130,6 +132,8 @@ def _check_length(value: Any, where: str) -> int:
         raise FcpTuneError(f"{where}: {value!r} is not an integer length")
     if value < 1:
         raise FcpTuneError(f"{where}: {value} is not a positive length")
+    if value > MAX_TOKENS:
+        raise FcpTuneError(f"{where}: {value:,} tokens is above the largest length fcp-tune takes ({MAX_TOKENS:,})")
     return int(value)
 
 
@@ -137,9 +141,7 @@ def _check_option(value: Any, name: str, allow_none: bool = True) -> int | None:
     """A positive integer option (``max_len``, ``global_batch_tokens``...), or None if allowed."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise FcpTuneError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_tokens(name, value)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,11 @@ class _Raw:
     max_len: int | None = None
 
 
+def default_workload_path() -> Path:
+    """The bundled default workload (a log-normal long tail sized for a CPU run)."""
+    return Path(str(resources.files("fcp_tune") / "data" / "default_workload.yaml"))
+
+
 def load_workload(spec: str, *, global_batch_tokens: int | None = None, max_len: int | None = None,
                   long_docs: str = "split", chars_per_token: float = 4.0, field: str | None = None,
                   text_field: str | None = None, glob: str = "**/*.txt", seed: int = 0) -> Workload:
@@ -211,13 +218,14 @@ def load_workload(spec: str, *, global_batch_tokens: int | None = None, max_len:
         raise FcpTuneError(f"chars_per_token must be a positive number, got {chars_per_token!r}")
     max_len = _check_option(max_len, "max_len")
     global_batch_tokens = _check_option(global_batch_tokens, "global_batch_tokens")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise FcpTuneError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed("seed", seed)
     if field is not None and text_field is not None:
         raise FcpTuneError("give field or text_field, not both")
 
     head = spec.partition(":")[0]
     path = Path(spec)
+    if (field is not None or text_field is not None) and (head in BUILTINS or path.is_dir()):
+        raise FcpTuneError(f"{spec}: --field/--text-field apply to .jsonl files only")
     if head in BUILTINS:
         raw, source = _Raw(_builtin(spec, seed), spec), f"builtin:{spec} (seed={seed})"
     elif path.is_dir():
@@ -283,7 +291,9 @@ def _builtin(spec: str, seed: int) -> list[int]:
             raise FcpTuneError(f"built-in {name}: need {what}")
 
     p, rng = params, np.random.default_rng(seed)
-    need(p["n"] >= 1, "n >= 1")
+    need(1 <= p["n"] <= MAX_DOCUMENTS, f"1 <= n <= {MAX_DOCUMENTS:,}")
+    for key in ("lo", "hi", "min", "max", "median", "short_mean", "long_mean"):
+        need(p.get(key, 0) <= MAX_TOKENS, f"{key} <= {MAX_TOKENS:,}")
     if name == "uniform":
         need(1 <= p["lo"] <= p["hi"], "1 <= lo <= hi")
         return rng.integers(p["lo"], p["hi"], size=p["n"], endpoint=True).tolist()
@@ -310,6 +320,8 @@ def _read_text(path: Path) -> str:
 def _from_file(path: Path, field: str | None, text_field: str | None, chars_per_token: float) -> _Raw:
     """Dispatch on the suffix: .npy, .jsonl, .json, .yaml/.yml, anything else = integers per line."""
     suffix = path.suffix.lower()
+    if (field is not None or text_field is not None) and suffix != ".jsonl":
+        raise FcpTuneError(f"{path}: --field/--text-field apply to .jsonl files only")
     if suffix == ".npy":
         return _from_npy(path)
     if suffix == ".jsonl":
@@ -341,10 +353,12 @@ def _from_npy(path: Path) -> _Raw:
         raise FcpTuneError(f"{path}: cannot read .npy: {exc}") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu":
         raise FcpTuneError(f"{path}: .npy dtype {getattr(arr, 'dtype', type(arr).__name__)} is not an integer type")
+    if arr.ndim != 1:
+        raise FcpTuneError(f"{path}: .npy must be 1-D (one length per document), got shape {arr.shape}")
     flat = arr.ravel()
-    bad = np.flatnonzero(flat < 1)
+    bad = np.flatnonzero((flat < 1) | (flat > MAX_TOKENS))
     if bad.size:
-        raise FcpTuneError(f"{path}: element {int(bad[0])}: {int(flat[bad[0]])} is not a positive length")
+        _check_length(int(flat[bad[0]]), f"{path}: element {int(bad[0])}")
     return _Raw(flat.astype(np.int64).tolist(), path.stem)
 
 
@@ -390,14 +404,17 @@ def _expand_histogram(hist: Any, where: str) -> list[int]:
     if not isinstance(bins, list) or not isinstance(counts, list) or len(bins) != len(counts) + 1:
         raise FcpTuneError(f"{where}: bins must be a list of len(counts) + 1 bin edges")
     for i, b in enumerate(bins):
-        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
-            raise FcpTuneError(f"{where}: bins[{i}] {b!r} is not a non-negative integer")
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b <= MAX_TOKENS + 1:
+            raise FcpTuneError(f"{where}: bins[{i}] {b!r} is not an integer in [0, {MAX_TOKENS + 1:,}]")
         if i and b <= bins[i - 1]:
             raise FcpTuneError(f"{where}: bins must increase strictly (bins[{i}] = {b} <= {bins[i - 1]})")
     out: list[int] = []
     for i, c in enumerate(counts):
         if isinstance(c, bool) or not isinstance(c, int) or c < 0:
             raise FcpTuneError(f"{where}: counts[{i}] {c!r} is not a non-negative integer")
+    if sum(counts) > MAX_DOCUMENTS:
+        raise FcpTuneError(f"{where}: {sum(counts):,} documents is above the most fcp-tune takes ({MAX_DOCUMENTS:,})")
+    for i, c in enumerate(counts):
         lo, hi = bins[i], bins[i + 1]
         out.extend(max(1, lo + (2 * j + 1) * (hi - lo) // (2 * c)) for j in range(c))
     return out

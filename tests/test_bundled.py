@@ -9,7 +9,8 @@ import pytest
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.fileio import atomic_write_text
-from fcp_tune.profile.bundled import bundled_profile_names, bundled_profiles_dir, resolve_profile_path
+from fcp_tune.profile.bundled import bundled_profile_names, bundled_profiles_dir
+from fcp_tune.profile.lookup import resolve_profile_path
 from fcp_tune.profile.schema import load_profile
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""search/simulate count communicators per rank and can trade step time for fewer of them."""
+"""search and simulate count communicators per rank and can trade step time for fewer of them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_score_counts_communicators_per_rank():
     ev = Evaluator(cost, WL, 4, batches=2, seed=1)
     for policy in (Policy("pow2", 4, 1024), Policy("adaptive", 4, 1024), Policy("adaptive", 4, 1024, max_communicators=2)):
         s = ev.score(policy)
-        ranges = [r for r in candidate_ranges(policy, 4, max(WL.seqlens)) if r[1] > 1]
+        ranges = [r for r in candidate_ranges(policy, max_seqlen=max(WL.seqlens)) if r[1] > 1]
         assert (s.communicators, s.per_rank_communicators) == (len(ranges), per_rank_count(ranges, 4))
     assert ev.score(Policy("adaptive", 4, 1024, max_communicators=2)).per_rank_communicators <= 2
 

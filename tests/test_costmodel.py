@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -182,18 +181,25 @@ def test_group_time_comm_terms():
     assert ring.group_time([1000], 3) == pytest.approx(layers * (2.0 + 5.0), rel=0.01)
 
 
-def test_group_time_is_memoised_and_fast():
+def test_group_time_is_memoised(monkeypatch):
+    # Each (length, degree) is laid out and priced once: counted at the scheme's block
+    # enumeration (the costly part; one call may lay out several missing lengths of a group),
+    # the second pass over the same bins computes nothing new.
+    from fcp_tune.schemes.ring import Ring
+
+    calls = []
+    real = Ring.blocks
+    monkeypatch.setattr(Ring, "blocks", lambda self, layout, causal: calls.extend((x, layout.degree) for x in layout.seqlens)
+                        or real(self, layout, causal))
     cm = CostModel.from_profile(reference_profile(8), PRESETS["llama3-8b"], "ring", 64)
     rng = np.random.default_rng(0)
     bins = [list(rng.integers(100, 60000, size=4)) for _ in range(200)]
     degrees = [int(d) for d in rng.integers(1, 33, size=200)]
-    t0 = time.perf_counter()
     first = [cm.group_time(b, d) for b, d in zip(bins, degrees)]
-    assert time.perf_counter() - t0 < 5.0
-    assert len(cm._memo) > 0
-    t0 = time.perf_counter()
+    distinct = {(int(x), d) for b, d in zip(bins, degrees) for x in b}
+    assert sorted(calls) == sorted(distinct)  # each pair once, no other
     again = [cm.group_time(b, d) for b, d in zip(bins, degrees)]
-    assert time.perf_counter() - t0 < 0.5
+    assert sorted(calls) == sorted(distinct)
     assert first == again
     assert all(math.isfinite(x) and x > 0 for x in first)
 
@@ -233,7 +239,7 @@ def test_cost_model_drives_the_planner():
     cm = CostModel.from_profile(reference_profile(1), PRESETS["llama3-8b"], "allgather")
     policy = Policy(kind="adaptive", world_size=8, token_budget=16384)
     seqlens = [60000, 9000, 4000, 2000, 1500, 800, 500, 300, 200, 100]
-    plan = plan_batch(seqlens, policy, 8, cost=cm)
+    plan = plan_batch(seqlens, policy, cost=cm)
     plan.validate(seqlens, policy)
     pred = cm.predict(plan, seqlens)
     assert pred.step_time > 0 and 0 < pred.efficiency <= 1

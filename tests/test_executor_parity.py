@@ -14,12 +14,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import fcp_tune.executor.step as step_mod
-from fcp_tune.executor import data
+import fcp_tune.integration.session as session_mod
 from fcp_tune.executor.model import build_model
-from fcp_tune.executor.pool import GroupPool
 from fcp_tune.executor.reference import reference_step
-from fcp_tune.executor.step import PolicyState, allreduce_grads, run_waves
+from fcp_tune.executor.step import PolicyState, prepare, run_waves
+from fcp_tune.integration import GroupPool, Planned, shard_sequences, sync_gradients
 from fcp_tune.launch import run_local
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges, plan_batch
@@ -46,16 +45,17 @@ def _rank(rank, world, dtype, scheme):
     cfg = dataclasses.replace(MODEL, dtype=dtype)
     out = []
     policies = _policies(world, scheme)
-    ranges = sorted({r for p in policies for r in candidate_ranges(p, world)}, key=lambda r: (r[1], r[0]))
+    ranges = sorted({r for p in policies for r in candidate_ranges(p)}, key=lambda r: (r[1], r[0]))
     pool = GroupPool(ranges, world)
     for policy in policies:
         model = build_model(cfg, seed=1)
         params = list(model.parameters())
         state = PolicyState(policy.kind, policy, model, torch.optim.SGD(params, lr=0.0), params)
-        plan = plan_batch(SEQLENS, policy, world)
+        plan = plan_batch(SEQLENS, policy)
         plan.validate(SEQLENS, policy)
-        loss_part, _ = run_waves(state, plan, SEQLENS, step=3, pool=pool, seed=7, device=torch.device("cpu"))
-        loss = allreduce_grads(params, loss_part, torch.device("cpu"))
+        inputs = prepare(state, SEQLENS, 3, pool, 7, torch.device("cpu"), Planned(plan, None, 0.0, 0.0))
+        loss_part, _ = run_waves(state, inputs)
+        loss = sync_gradients(params, loss_part)
         grads = {n: p.grad.detach().double().clone() for n, p in model.named_parameters()}
         out.append((policy.kind, plan.to_dict(), loss, grads))
     dist.barrier()
@@ -97,21 +97,21 @@ def _max_errors(world, dtype, scheme):
     return loss_err, grad_err
 
 
-def _chunk_local_positions(seqlens, seq_ids, degree, rank, vocab, seed, step):
+def _chunk_local_positions(tokens, targets, seq_ids, degree, rank):
     """A classic CP bug: RoPE positions counted inside the local shard, not the sequence."""
-    lb = data.local_batch(seqlens, seq_ids, degree, rank, vocab, seed, step)
-    return dataclasses.replace(lb, positions=torch.arange(lb.ids.shape[0]))
+    sh = shard_sequences(tokens, targets, seq_ids, degree, rank)
+    return dataclasses.replace(sh, position_ids=torch.arange(sh.input_ids.shape[0]))
 
 
 @pytest.mark.slow
 def test_parity_catches_wrong_rope_positions(monkeypatch):
-    monkeypatch.setattr(step_mod, "local_batch", _chunk_local_positions)  # forked ranks inherit it
+    monkeypatch.setattr(session_mod, "shard_sequences", _chunk_local_positions)  # forked ranks inherit it
     _, grad_err = _max_errors(3, "float64", "allgather")
     assert grad_err > 1e-6
 
 
 @pytest.mark.slow
 def test_parity_catches_wrong_loss_normalisation(monkeypatch):
-    monkeypatch.setattr(step_mod, "target_count", lambda seqlens: sum(seqlens))  # counts last tokens too
+    monkeypatch.setattr(session_mod, "target_count", lambda targets: sum(t.numel() for t in targets))  # counts last tokens too
     loss_err, grad_err = _max_errors(3, "float64", "ring")
     assert loss_err > 1e-6 and grad_err > 1e-9

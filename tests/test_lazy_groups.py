@@ -9,21 +9,19 @@ inline, and a planner exception stops every rank with an error naming it, not a 
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from fcp_tune.executor import RunConfig, run_training
 from fcp_tune.executor.model import build_model
 from fcp_tune.executor.reference import reference_step
-from fcp_tune.executor.step import FaultSpec
 from fcp_tune.launch import RankFailure
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import Plan
 from fcp_tune.planner.vocab import build_vocabulary, per_rank_count
 from fcp_tune.policy import Policy
 from fcp_tune.workload import BatchSampler, load_workload
+from tests.faults import planner_fault
 
 MODEL = ModelConfig(vocab_size=64, hidden=32, layers=2, heads=4, kv_heads=2, ffn_hidden=48, name="test",
                     dtype="float64")
@@ -85,8 +83,9 @@ def test_background_planning_gives_the_inline_plans():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("plan_ahead", [True, False])
-def test_planner_exception_stops_every_rank_with_a_clear_error(plan_ahead):
-    cfg = _config(4, fault=FaultSpec(rank=1, step=2, kind="plan"), plan_ahead=plan_ahead)
+def test_planner_exception_stops_every_rank_with_a_clear_error(plan_ahead, monkeypatch):
+    planner_fault(rank=1, step=2, patch=monkeypatch.setattr)
+    cfg = _config(4, plan_ahead=plan_ahead)
     with pytest.raises(RankFailure) as info:
         run_training(cfg, timeout=120, collective_timeout=60)
     msg = str(info.value)
@@ -95,10 +94,3 @@ def test_planner_exception_stops_every_rank_with_a_clear_error(plan_ahead):
                           "RuntimeError: injected planner fault")
     assert msg.endswith("(then ranks 0, 2, 3 stopped too)")  # every rank raised, none hung
     assert "injected planner fault on rank 1 at step 2" in info.value.details  # the planner's own traceback
-
-
-def test_fault_spec_names_the_planner_kind():
-    with pytest.raises(ValueError, match="'plan'"):
-        FaultSpec(rank=0, step=0, kind="explode")
-    assert FaultSpec(1, 2, "plan").planner_failure(1, 2) and FaultSpec(1, 2, "plan").planner_failure(0, 2) is None
-    assert dataclasses.replace(FaultSpec(1, 2), kind="kill").planner_failure(1, 2) is None

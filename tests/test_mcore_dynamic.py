@@ -11,13 +11,13 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.planner import plan_batch
 from fcp_tune.planner.mcore_dynamic import _Round, _trim_overload, make_buckets
 from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import ceil_pow2, kind_of
+from fcp_tune.policy.degrees import ceil_pow2
 
 
 def _plan(lengths, n, budget):
     policy = Policy(kind="mcore-dynamic", world_size=n, token_budget=budget)
-    padded = kind_of(policy.kind).padded(policy, lengths).tolist()
-    plan = plan_batch(padded, policy, n)
+    padded = policy.padded(lengths).tolist()
+    plan = plan_batch(padded, policy)
     plan.validate(padded, policy)
     return padded, [[(g.start, g.size, g.seq_ids) for g in w.groups] for w in plan.waves]
 
@@ -35,7 +35,7 @@ def test_degree_rule_is_the_power_of_two_of_length_over_budget():
 
 def test_padding_is_dp_times_cp_times_two():
     p = Policy(kind="mcore-dynamic", world_size=8, token_budget=1000)
-    assert kind_of(p.kind).padded(p, [1, 16, 17, 3000]).tolist() == [16, 16, 32, 3008]
+    assert p.padded([1, 16, 17, 3000]).tolist() == [16, 16, 32, 3008]
 
 
 def test_hand_worked_batch_order_buckets_and_rounds():
@@ -107,12 +107,12 @@ def test_trim_overload_hands_back_the_last_sub_sample_when_it_narrows_the_spread
 )
 def test_plans_are_valid_for_every_world_size(n, budget, lengths):
     policy = Policy(kind="mcore-dynamic", world_size=n, token_budget=budget)
-    padded = kind_of(policy.kind).padded(policy, lengths)
+    padded = policy.padded(lengths)
     if max(ceil_pow2(-(-int(x) // budget)) for x in padded.tolist()) > n:
         with pytest.raises(ValueError):
-            plan_batch(padded.tolist(), policy, n)
+            plan_batch(padded.tolist(), policy)
         return
-    plan = plan_batch(padded.tolist(), policy, n)
+    plan = plan_batch(padded.tolist(), policy)
     plan.validate(padded.tolist(), policy)
     # every group a power of two or the whole world, each sub-sample run on its own
     for wave in plan.waves:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fcp_tune.baselines import resolve_policy
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.megatron import deal_round_robin, first_fit
-from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import KINDS, pad_to_multiple
+from fcp_tune.policy import KINDS, Policy, min_degree_for, pad_to_multiple
+from fcp_tune.policy.specs import baseline_policies, resolve_policy
 from fcp_tune.profile.reference import reference_profile
-from fcp_tune.search.evaluate import Evaluator, baseline_policies, reference_scores
+from fcp_tune.search.evaluate import Evaluator, Scored, reference_scores
 from fcp_tune.workload import Workload
 
 
@@ -53,11 +52,11 @@ def test_plan_by_hand():
     # degree 2, budget 10: pad to multiples of 4 -> 8, 8, 12, 4, 12; micro-batch 20 tokens.
     policy = Policy("megatron", 4, 10, degree=2)
     lengths = [7, 5, 9, 3, 12]
-    plan = plan_batch(lengths, policy, 4)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     got = [[(g.start, g.size, g.seq_ids) for g in w.groups] for w in plan.waves]
     assert got == [[(0, 2, (0, 1, 3)), (2, 2, (2,))], [(0, 2, (4,))]]
-    assert set(plan.ranges()) <= set(candidate_ranges(policy, 4)) == {(0, 2), (2, 2)}
+    assert set(plan.ranges()) <= set(candidate_ranges(policy)) == {(0, 2), (2, 2)}
 
 
 def test_degree_rules():
@@ -70,7 +69,7 @@ def test_degree_rules():
     with pytest.raises(FcpTuneError, match="does not fit megatron degree 2"):
         policy.degree_for(250)  # Megatron-LM does not raise the degree: the run fails
     with pytest.raises(ValueError, match="megatron degree"):
-        plan_batch([10, 250], policy, 8)
+        plan_batch([10, 250], policy)
 
 
 def test_cli_spec_picks_the_smallest_dividing_degree_that_fits_padded():
@@ -90,14 +89,14 @@ def test_efficiency_is_one_when_a_perfect_plan_balances(cost8):
     batch = [4096] * 8  # one equal sequence per rank, no communication: nothing to gain
     for kind, extra in (("adaptive", {}), ("static", {"degree": 1})):
         policy = Policy(kind, 8, 8192, **extra)
-        pred = cost8.predict(plan_batch(batch, policy, 8, cost=cost8), batch, policy.token_budget)
+        pred = cost8.predict(plan_batch(batch, policy, cost=cost8), batch, policy.token_budget)
         assert pred.efficiency == pytest.approx(1.0, rel=1e-12)
     # Megatron packs two 4096s per 8192-token micro-batch: half the replicas idle.
     policy = Policy("megatron", 8, 8192, degree=1)
-    pred = cost8.predict(plan_batch(batch, policy, 8, cost=cost8), batch, policy.token_budget)
+    pred = cost8.predict(plan_batch(batch, policy, cost=cost8), batch, policy.token_budget)
     assert pred.efficiency < 0.7
     full = [8192] * 8  # full micro-batches: one per replica, perfectly balanced
-    pred = cost8.predict(plan_batch(full, policy, 8, cost=cost8), full, policy.token_budget)
+    pred = cost8.predict(plan_batch(full, policy, cost=cost8), full, policy.token_budget)
     assert pred.efficiency == pytest.approx(1.0, rel=1e-12)
 
 
@@ -121,16 +120,24 @@ def test_bound_uses_the_cheapest_fitting_degree(cost8):
                                     for d in range(3, 7)))
 
 
+def test_bound_uses_the_exact_memory_minimum_at_odd_budgets(cost8):
+    # 32763 tokens fit 4 x 8191 by the ceiling, but zigzag chunking puts 8192 tokens on a rank
+    # at 4 ranks: the bound starts at 5 ranks, as every plan does (min_degree_for).
+    length, budget = 32763, 8191
+    assert -(-length // budget) == 4 and min_degree_for(length, budget) == 5
+    assert cost8.sequence_work(length, budget) == pytest.approx(
+        min(d * (cost8.group_time([length], d) - cost8._wave_s) for d in range(5, 9)))
+
+
 def test_reference_scores_name_the_three_baselines(cost8):
     wl = _wl((30000, 5000, 800, 700, 12000), 60000)
     ev = Evaluator(cost8, wl, 8, batches=1)
-    scores = [(n, ev.score(p)) for n, p in baseline_policies(8, 8192, "allgather", 30000)]
+    scores = [Scored(n, p, ev.score(p)) for n, p in baseline_policies(8, 8192, "allgather", 30000)]
     refs = reference_scores(scores)
     assert set(refs) == {"megatron", "megatron_smallest", "best_static", "mcore_dynamic"}
     assert refs["megatron_smallest"][0] == "megatron:4"  # smallest divisor of 8 holding 30000 tokens
-    megas = [(n, s) for n, s in scores if n.startswith("megatron:")]
-    assert [n for n, _ in megas] == ["megatron:4", "megatron:8"]  # every degree a user can run
-    assert refs["megatron"][1].step_s == min(s.step_s for _, s in megas)  # the tuned one
-    assert all(p.scheme == "ring" for n, p in baseline_policies(8, 8192, "allgather", 30000)
-               if n.startswith("megatron") or n == "mcore-dynamic")  # Megatron's default p2p
-    assert refs["best_static"][1].step_s == min(s.step_s for n, s in scores if n.startswith("static:"))
+    megas = [s for s in scores if s.policy.kind == "megatron"]
+    assert [s.name for s in megas] == ["megatron:4", "megatron:8"]  # every degree a user can run
+    assert refs["megatron"][1].step_s == min(s.score.step_s for s in megas)  # the tuned one
+    assert all(s.policy.scheme == "ring" for s in scores if s.policy.kind in ("megatron", "mcore-dynamic"))
+    assert refs["best_static"][1].step_s == min(s.score.step_s for s in scores if s.policy.kind == "static")

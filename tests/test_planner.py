@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fcp_tune.schemes.layout import max_tokens_per_rank, tokens_per_rank
 from fcp_tune.planner.vocab import build_vocabulary
+from fcp_tune.schemes.layout import max_tokens_per_rank, tokens_per_rank
 from fcp_tune.planner import (
     DefaultCost,
     Group,
@@ -77,19 +77,19 @@ def test_plans_are_valid_deterministic_and_use_candidate_ranges(data):
             policy.degree_for(length)
     except ValueError:  # e.g. pow2 cannot place a 6-rank sequence on 6 ranks: it needs 8
         with pytest.raises(ValueError, match="does not fit world_size"):
-            plan_batch(lengths, policy, n)
+            plan_batch(lengths, policy)
         return
     if policy.kind == "adaptive" and budget % 2:
         try:
-            plan_batch(lengths, policy, n)
+            plan_batch(lengths, policy)
         except ValueError as exc:  # odd budgets: a larger group may hold more tokens on a rank
             assert "fits no group of the vocabulary" in str(exc)
             policy = dataclasses.replace(policy, max_communicators=0)  # every contiguous range
-    plan = plan_batch(lengths, policy, n)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
-    again = plan_batch(list(lengths), policy, n)
+    again = plan_batch(list(lengths), policy)
     assert again == plan and again.digest() == plan.digest()
-    assert set(plan.ranges()) <= set(candidate_ranges(policy, n))
+    assert set(plan.ranges()) <= set(candidate_ranges(policy))
     for wave in plan.waves:
         for g in wave.groups:
             for s in g.seq_ids:
@@ -107,16 +107,16 @@ def test_adaptive_is_predicted_no_slower_than_fixed_policies(data):
     """Within 25 % of the best static / pow2 plan on every batch (it usually wins outright).
 
     Uncapped (any contiguous range) always; with the default vocabulary (nodes of 8, at most
-    16 communicators per rank) too when the world is whole nodes (or one node).
+    DEFAULT_MAX_COMMUNICATORS = 24 communicators per rank) too when the world is whole nodes (or one node).
     """
     n, budget, lengths = data.draw(batches())
     cost = DefaultCost()
     uncapped = Policy("adaptive", n, budget, max_communicators=0)
-    adaptive = step_cost(plan_batch(lengths, uncapped, n, cost), lengths, cost)
+    adaptive = step_cost(plan_batch(lengths, uncapped, cost=cost), lengths, cost)
     capped = None
     if n % 8 == 0 or n <= 8:
         try:
-            capped = step_cost(plan_batch(lengths, Policy("adaptive", n, budget), n, cost), lengths, cost)
+            capped = step_cost(plan_batch(lengths, Policy("adaptive", n, budget), cost=cost), lengths, cost)
         except ValueError as exc:  # odd budgets: no vocabulary group may hold a sequence
             assert budget % 2 and "fits no group of the vocabulary" in str(exc)
     others = []
@@ -124,7 +124,7 @@ def test_adaptive_is_predicted_no_slower_than_fixed_policies(data):
         Policy("pow2", n, budget)
     ]:
         try:
-            others.append(step_cost(plan_batch(lengths, policy, n, cost), lengths, cost))
+            others.append(step_cost(plan_batch(lengths, policy, cost=cost), lengths, cost))
         except ValueError:
             pass  # this fixed policy cannot fit the batch at all
     assert adaptive <= 1.25 * min(others) + 1e-12
@@ -139,7 +139,7 @@ def test_adaptive_is_predicted_no_slower_than_fixed_policies(data):
 def test_static_deals_tokens_evenly_over_dp_replicas():
     lengths = [4000, 3000, 2500, 2000, 1500, 1200, 1000, 800, 600, 400, 300, 200]
     policy = Policy("static", 8, 8192, degree=2)
-    plan = plan_batch(lengths, policy, 8)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     per_replica: dict[int, int] = {}
     for wave in plan.waves:
@@ -154,7 +154,7 @@ def test_static_deals_tokens_evenly_over_dp_replicas():
 def test_static_leaves_remainder_ranks_idle_and_splits_micro_batches():
     lengths = [3000] * 9
     policy = Policy("static", 7, 4096, degree=2)  # 3 replicas at 0, 2, 4; rank 6 idles
-    plan = plan_batch(lengths, policy, 7)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     assert {g.start for w in plan.waves for g in w.groups} == {0, 2, 4}
     # 3 sequences per replica; 2 x 4096 tokens hold two 3000-token sequences: micro-batches of 2 + 1
@@ -165,7 +165,7 @@ def test_static_leaves_remainder_ranks_idle_and_splits_micro_batches():
 def test_static_raises_degree_for_sequences_that_do_not_fit():
     lengths = [100, 200, 9000]  # 9000 tokens need 3 ranks of 4096
     policy = Policy("static", 4, 4096, degree=1)
-    plan = plan_batch(lengths, policy, 4)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     sizes = {s: g.size for w in plan.waves for g in w.groups for s in g.seq_ids}
     assert sizes == {0: 1, 1: 1, 2: 3}
@@ -177,7 +177,7 @@ def test_static_raises_degree_for_sequences_that_do_not_fit():
 def test_thresholds_map_lengths_to_degrees():
     policy = Policy("thresholds", 8, 4096, boundaries=(1000, 5000), degrees=(1, 3, 6))
     lengths = [500, 999, 1000, 1001, 4999, 5000, 5001, 20000, 30000]
-    plan = plan_batch(lengths, policy, 8)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     sizes = {s: g.size for w in plan.waves for g in w.groups for s in g.seq_ids}
     assert [sizes[s] for s in range(len(lengths))] == [1, 1, 1, 3, 3, 3, 6, 6, 8]
@@ -186,7 +186,7 @@ def test_thresholds_map_lengths_to_degrees():
 def test_pow2_uses_powers_of_two_sized_by_memory():
     policy = Policy("pow2", 8, 1000)
     lengths = [900, 1500, 2500, 3500, 5000, 100, 100]
-    plan = plan_batch(lengths, policy, 8)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     sizes = {s: g.size for w in plan.waves for g in w.groups for s in g.seq_ids}
     assert [sizes[s] for s in range(len(lengths))] == [1, 2, 4, 4, 8, 1, 1]
@@ -196,26 +196,24 @@ def test_pow2_uses_powers_of_two_sized_by_memory():
 def test_fixed_degree_placement_fills_idle_ranks_of_early_waves():
     policy = Policy("pow2", 4, 1000)
     lengths = [1900, 1800, 1700, 500, 500]  # three 2-rank groups and two 1-rank groups: 2 waves
-    plan = plan_batch(lengths, policy, 4)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     assert len(plan.waves) == 2
     assert sum(g.size for g in plan.waves[1].groups) <= 4
 
 
 def test_candidate_ranges_fixed_kinds():
-    assert candidate_ranges(Policy("static", 8, 4096, degree=8), 8) == ((0, 8),)
+    assert candidate_ranges(Policy("static", 8, 4096, degree=8)) == ((0, 8),)
     static2 = Policy("static", 6, 1000, degree=2)
-    assert candidate_ranges(static2, 6, max_seqlen=2000) == ((0, 2), (2, 2), (4, 2))
-    with_raised = candidate_ranges(static2, 6)  # a 6000-token sequence would need all 6 ranks
+    assert candidate_ranges(static2, max_seqlen=2000) == ((0, 2), (2, 2), (4, 2))
+    with_raised = candidate_ranges(static2)  # a 6000-token sequence would need all 6 ranks
     assert (0, 6) in with_raised and (3, 3) in with_raised and (2, 2) in with_raised
-    pow2 = candidate_ranges(Policy("pow2", 4, 100), 4)
+    pow2 = candidate_ranges(Policy("pow2", 4, 100))
     assert pow2 == ((0, 1), (0, 2), (0, 4), (1, 1), (2, 1), (2, 2), (3, 1))
-    assert len(candidate_ranges(Policy("adaptive", 5, 100, max_communicators=0), 5)) == 15  # every range
-    capped = candidate_ranges(Policy("adaptive", 5, 100), 5)  # the vocabulary + single ranks
+    assert len(candidate_ranges(Policy("adaptive", 5, 100, max_communicators=0))) == 15  # every range
+    capped = candidate_ranges(Policy("adaptive", 5, 100))  # the vocabulary + single ranks
     assert len(capped) == 5 + build_vocabulary(5).count and (1, 3) not in capped
     assert list(pow2) == sorted(pow2)
-    with pytest.raises(ValueError, match="world_size"):
-        candidate_ranges(Policy("pow2", 4, 100), 8)
 
 
 # ---------------------------------------------------------------- targeted: adaptive
@@ -230,13 +228,13 @@ def test_adaptive_uses_non_power_of_two_degrees_when_better():
     lengths = [6000, 2000]
     cost = DefaultCost(latency_s=5e-3)
     adaptive = Policy("adaptive", 8, 8192)
-    plan = plan_batch(lengths, adaptive, 8, cost)
+    plan = plan_batch(lengths, adaptive, cost=cost)
     plan.validate(lengths, adaptive)
     sizes = sorted(g.size for w in plan.waves for g in w.groups)
     assert any(s & (s - 1) for s in sizes), sizes  # some group size is not a power of two
     assert sum(sizes) <= 8 and len(plan.waves) == 1
     best_fixed = min(
-        step_cost(plan_batch(lengths, p, 8, cost), lengths, cost)
+        step_cost(plan_batch(lengths, p, cost=cost), lengths, cost)
         for p in (
             Policy("pow2", 8, 8192),
             Policy("static", 8, 8192, degree=4),
@@ -249,7 +247,7 @@ def test_adaptive_uses_non_power_of_two_degrees_when_better():
 
 def test_adaptive_keeps_short_sequences_data_parallel():
     lengths = [500] * 16
-    plan = plan_batch(lengths, Policy("adaptive", 8, 4096), 8)
+    plan = plan_batch(lengths, Policy("adaptive", 8, 4096))
     assert len(plan.waves) == 1
     assert all(g.size == 1 for g in plan.waves[0].groups) and len(plan.waves[0].groups) == 8
 
@@ -257,7 +255,7 @@ def test_adaptive_keeps_short_sequences_data_parallel():
 def test_adaptive_splits_into_waves_when_memory_is_short():
     lengths = [4000] * 10
     policy = Policy("adaptive", 4, 4096)
-    plan = plan_batch(lengths, policy, 4)
+    plan = plan_batch(lengths, policy)
     plan.validate(lengths, policy)
     assert len(plan.waves) == 3
 
@@ -270,9 +268,9 @@ def test_adaptive_with_a_plain_cost_function():
     rng = np.random.default_rng(3)
     lengths = np.clip(rng.lognormal(7, 1.2, 80).astype(int), 1, 64 * 512).tolist()
     policy = Policy("adaptive", 64, 512)
-    plan = plan_batch(lengths, policy, 64, Linear())
+    plan = plan_batch(lengths, policy, cost=Linear())
     plan.validate(lengths, policy)
-    assert plan == plan_batch(lengths, policy, 64, Linear())
+    assert plan == plan_batch(lengths, policy, cost=Linear())
 
 
 # ---------------------------------------------------------------- solver
@@ -418,20 +416,19 @@ def test_a_valid_hand_made_plan_passes():
 
 
 @pytest.mark.parametrize(
-    "lengths, policy, n, message",
+    "lengths, policy, message",
     [
-        ([], POLICY, 4, "empty"),
-        ([10, 0], POLICY, 4, r"seqlens\[1\] = 0"),
-        ([10, -5], POLICY, 4, r"seqlens\[1\]"),
-        ([1.5, 2], POLICY, 4, "integers"),
-        ([10], POLICY, 8, "with_world_size"),
-        ([4001], POLICY, 4, "length 4001"),
-        ([4001], Policy("static", 4, 1000, degree=1), 4, "length 4001"),
+        ([], POLICY, "empty"),
+        ([10, 0], POLICY, r"seqlens\[1\] = 0"),
+        ([10, -5], POLICY, r"seqlens\[1\]"),
+        ([1.5, 2], POLICY, "integers"),
+        ([4001], POLICY, "length 4001"),
+        ([4001], Policy("static", 4, 1000, degree=1), "length 4001"),
     ],
 )
-def test_plan_batch_rejects_bad_input(lengths, policy, n, message):
+def test_plan_batch_rejects_bad_input(lengths, policy, message):
     with pytest.raises(ValueError, match=message):
-        plan_batch(lengths, policy, n)
+        plan_batch(lengths, policy)
 
 
 def test_plan_at_another_world_size_via_with_world_size():
@@ -439,7 +436,7 @@ def test_plan_at_another_world_size_via_with_world_size():
     lengths = [500, 3000, 800, 1500]
     for n in (4, 6, 16):
         p = policy.with_world_size(n)
-        plan = plan_batch(lengths, p, n)
+        plan = plan_batch(lengths, p)
         plan.validate(lengths, p)
         assert plan.world_size == n
 
@@ -468,5 +465,5 @@ def test_policies_and_plans_pickle():
 
     policy = Policy("thresholds", 4, 1000, boundaries=(100,), degrees=(1, 2), metadata={"a": [1]})
     assert pickle.loads(pickle.dumps(policy)) == policy
-    plan = plan_batch([50, 500, 1500], policy, 4)
+    plan = plan_batch([50, 500, 1500], policy)
     assert pickle.loads(pickle.dumps(plan)) == plan

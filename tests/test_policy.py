@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -239,3 +240,55 @@ def test_every_shipped_strategy_loads():
     assert files
     for f in files:
         load_policy(f)
+
+
+@pytest.mark.parametrize("budget", [64, 65, 7])
+def test_degrees_for_is_degree_for_of_each_length(budget):
+    # The vectorised rule the planners use and the scalar one the policy documents agree,
+    # including the odd-budget raises and the first too-long length in the error.
+    rng = np.random.default_rng(budget)
+    lengths = rng.integers(1, 8 * budget, 300)
+    for policy in (
+        Policy("megatron", 8, budget, degree=8), Policy("static", 8, budget, degree=3), Policy("pow2", 8, budget),
+        Policy("thresholds", 8, budget, boundaries=(budget, 3 * budget), degrees=(1, 5, 7)), Policy("adaptive", 8, budget),
+    ):
+        one = []
+        for length in lengths.tolist():
+            try:
+                one.append(policy.degree_for(length))
+            except ValueError as exc:
+                with pytest.raises(ValueError) as batch:
+                    policy.degrees_for(lengths)
+                assert str(batch.value) == str(exc)  # the first failing length, same message
+                break
+        else:
+            assert policy.degrees_for(lengths).tolist() == one
+
+
+def test_every_kind_has_a_planner_and_the_cli_names_come_from_the_registry():
+    from fcp_tune.planner.api import PLANNERS
+    from fcp_tune.policy import KINDS, SPEC_KINDS
+    from fcp_tune.policy.kinds import spec_help
+    from fcp_tune.policy.specs import baseline_policies
+
+    assert set(PLANNERS) == set(KINDS) == set(POLICY_KINDS)
+    assert SPEC_KINDS == ("megatron", "static", "pow2", "adaptive")  # thresholds needs a file
+    assert spec_help() == "megatron[:D], static[:D], pow2, adaptive"
+    names = [n for n, _ in baseline_policies(8, 4096, "allgather", 9000)]
+    assert names == ["megatron:4", "static:4", "static:8", "pow2", "adaptive"]
+
+
+def test_spec_policy_builds_each_kind_and_rejects_bad_arguments():
+    from fcp_tune.policy.specs import spec_policy
+
+    assert spec_policy("static", 8, 4096, "ring", 9000) == Policy("static", 8, 4096, "ring", degree=4)
+    assert spec_policy("static:3", 8, 4096, "ring", 9000).degree == 3
+    # megatron pads to 2 cp: 8189 -> 8192 tokens no longer fit 2 x 4095; static keeps degree 2
+    assert (spec_policy("megatron", 8, 4095, "allgather", 8189).degree, spec_policy("static", 8, 4095, "allgather", 8189).degree) == (4, 2)
+    assert spec_policy("pow2", 8, 4096, "allgather", 9000) == Policy("pow2", 8, 4096)
+    with pytest.raises(FcpTuneError, match="takes no argument"):
+        spec_policy("pow2:3", 8, 4096, "allgather", 9000)
+    with pytest.raises(FcpTuneError, match="must be an integer"):
+        spec_policy("static:x", 8, 4096, "allgather", 9000)
+    with pytest.raises(FcpTuneError, match="does not fit 8 ranks"):
+        spec_policy("static", 8, 4096, "allgather", 40000)

@@ -12,24 +12,25 @@ import pytest
 from typer.testing import CliRunner
 
 from fcp_tune.cli import app
-from fcp_tune.executor import FaultSpec, RunConfig, run_training
+from fcp_tune.executor import RunConfig, run_training
 from fcp_tune.launch import RankFailure
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, save_policy
 from fcp_tune.workload import load_workload
+from tests.faults import wave_fault
 
 runner = CliRunner()
 TINY = ModelConfig(vocab_size=64, hidden=32, layers=1, heads=2, kv_heads=1, ffn_hidden=48, name="t")
 SMALL_WL = "uniform:lo=8,hi=200,n=200"
 
 
-def _cfg(fault=None, world=2, steps=2):
+def _cfg(world=2, steps=2):
     wl = load_workload(SMALL_WL, global_batch_tokens=600)
     pols = (
         ("adaptive", Policy(kind="adaptive", world_size=world, token_budget=256)),
         ("static", Policy(kind="static", degree=world, world_size=world, token_budget=256)),
     )
-    return RunConfig(pols, wl, TINY, steps=steps, warmup=1, fault=fault)
+    return RunConfig(pols, wl, TINY, steps=steps, warmup=1)
 
 
 @pytest.mark.slow
@@ -50,10 +51,11 @@ def test_run_interleaves_policies_and_reports():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["raise", "kill"])
-def test_failing_rank_stops_the_run_and_is_named(kind):
+def test_failing_rank_stops_the_run_and_is_named(kind, monkeypatch):
+    wave_fault(rank=1, step=1, kind=kind, patch=monkeypatch.setattr)
     t0 = time.monotonic()
     with pytest.raises(RankFailure) as info:
-        run_training(_cfg(fault=FaultSpec(rank=1, step=1, kind=kind), world=3), timeout=60, collective_timeout=20)
+        run_training(_cfg(world=3), timeout=60, collective_timeout=20)
     assert info.value.rank == 1
     assert ("injected fault" in str(info.value)) if kind == "raise" else ("signal 9" in str(info.value))
     assert time.monotonic() - t0 < 60
@@ -101,8 +103,10 @@ def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from tests.test_run_cli import _cfg\n"
-        "from fcp_tune.executor import FaultSpec, run_training\n"
-        "run_training(_cfg(fault=FaultSpec(rank=0, step=0, kind='kill'), world=2), timeout=60, collective_timeout=20)\n"
+        "from tests.faults import wave_fault\n"
+        "from fcp_tune.executor import run_training\n"
+        "wave_fault(rank=0, step=0, kind='kill')\n"
+        "run_training(_cfg(world=2), timeout=60, collective_timeout=20)\n"
     ) % os.getcwd()
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)

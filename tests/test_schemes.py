@@ -183,12 +183,12 @@ def test_planner_with_the_cost_model_never_gives_ulysses_a_degree_it_cannot_run(
         lens = np.minimum(np.maximum(rng.lognormal(np.log(2048), 1.3, size=24), 1), n * budget // 2).astype(int)
         batch = lens[np.cumsum(lens) <= n * budget].tolist()
         for kind in ("adaptive", "pow2"):
-            plan = plan_batch(batch, Policy(kind, n, budget, "ulysses"), n, cm)
+            plan = plan_batch(batch, Policy(kind, n, budget, "ulysses"), cost=cm)
             used |= {g.size for w in plan.waves for g in w.groups}
             assert cm.predict(plan, batch).step_time > 0
     assert used and used <= {1, 2, 4, 8}
     # a plan that does use one is refused by name, not priced
-    static = plan_batch([40000], Policy("static", n, budget, "ulysses", degree=6), n, cm)
+    static = plan_batch([40000], Policy("static", n, budget, "ulysses", degree=6), cost=cm)
     with pytest.raises(FcpTuneError, match="degree 6 must divide the K/V head count 8"):
         cm.predict(static, [40000])
 
@@ -204,7 +204,7 @@ def test_feasible_cost_keeps_the_default_planner_off_degrees_ulysses_cannot_run(
     assert isinstance(cost, LimitedCost) and cost.sizes == (1, 2)
     assert cost.group_time([100], 3) == float("inf") and cost.group_time([100], 2) == DefaultCost().group_time([100], 2)
     batch = [3000, 2500, 900, 700, 300, 120, 40, 7]
-    unrestricted = plan_batch(batch, Policy("adaptive", 4, 2048, "ulysses"), 4, DefaultCost())
+    unrestricted = plan_batch(batch, Policy("adaptive", 4, 2048, "ulysses"), cost=DefaultCost())
     assert {g.size for w in unrestricted.waves for g in w.groups} - {1, 2}  # the default cost alone would
-    plan = plan_batch(batch, Policy("adaptive", 4, 2048, "ulysses"), 4, cost)
+    plan = plan_batch(batch, Policy("adaptive", 4, 2048, "ulysses"), cost=cost)
     assert {g.size for w in plan.waves for g in w.groups} <= {1, 2}

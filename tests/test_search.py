@@ -146,8 +146,8 @@ def test_resume_after_sigint_loses_no_completed_trial(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--trials", "0"], "--trials must be > 0"),
-        (["--world-size", "0"], "--world-size must be >= 1"),
+        (["--trials", "0"], "trials must be a positive integer"),
+        (["--world-size", "0"], "world_size must be a positive integer"),
         (["--storage", "sqlite:///no/such/dir/x.db"], "does not exist"),
         (["--storage", "journal:/no/such/dir/x.log"], "does not exist"),
         (["--storage", "bogus"], "expected sqlite:///PATH"),

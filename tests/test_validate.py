@@ -21,7 +21,7 @@ from fcp_tune.planner import plan_batch
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import save_profile
 from fcp_tune.profile.synthetic import synthetic_profile
-from fcp_tune.validate import (
+from fcp_tune.fidelity import (
     PolicyValidation, StepValidation, busy_mape, compare_step, default_profile_path, mape, percent_error, validate,
 )
 from fcp_tune.workload import BatchSampler, load_workload
@@ -85,7 +85,7 @@ def test_compare_step_uses_the_replanned_prediction_and_checks_the_digest():
     cost = CostModel.from_profile(synthetic_profile(world_size=2, model=TINY), TINY, world_size=2)
     policy = Policy(kind="adaptive", world_size=2, token_budget=256)
     batch = BatchSampler(load_workload(SMALL_WL, global_batch_tokens=600), seed=0).batch(0)
-    plan = plan_batch(batch, policy, 2, cost)
+    plan = plan_batch(batch, policy, cost=cost)
     pred = cost.predict(plan, batch)
     row = compare_step(_summary(plan, batch), batch, policy, cost, cost, warmup=False)
     assert row.measured_s == pytest.approx(1.0 - 0.02)  # planning excluded
@@ -103,7 +103,7 @@ def test_compare_step_reads_the_recorded_plan_and_batch_without_replanning():
     cost = CostModel.from_profile(synthetic_profile(world_size=2, model=TINY), TINY, world_size=2)
     policy = Policy(kind="adaptive", world_size=2, token_budget=256)
     batch = BatchSampler(load_workload(SMALL_WL, global_batch_tokens=600), seed=0).batch(0)
-    plan = plan_batch(batch, policy, 2, cost)
+    plan = plan_batch(batch, policy, cost=cost)
     recorded = dataclasses.replace(_summary(plan, batch), plan=plan.to_dict(), seqlens=list(batch),
                                    plan_wait_s=(0.001, 0.003))
     row = compare_step(recorded, None, policy, None, cost, warmup=False)  # no batch, no planner cost: nothing re-planned
@@ -174,7 +174,7 @@ def test_cli_validate_json(tmp_path):
     [
         (["--profile", "nope.yaml"], "nope.yaml"),
         (["--profile", "profiles/cpu-epyc-2proc-tiny.yaml", "--nproc", "3"], "cannot predict 3 ranks"),
-        (["--steps", "2", "--warmup", "2"], "--warmup"),
+        (["--steps", "2", "--warmup", "2"], "warmup must be in [0, steps)"),
         (["--policy", "static:x"], "integer"),
         (["--compare", "static:5"], "degree"),
         (["--model", "missing-model.yaml"], "missing-model.yaml"),
@@ -215,7 +215,7 @@ def test_cost_model_prices_the_fixed_and_core_overheads():
     assert cm.group_time(lens, 1) - base.group_time(lens, 1) == pytest.approx(0.004 + 420 * layers * 2e-6)
     # at two ranks each holds half the tokens and pays the core cost of a two-rank group
     assert cm.group_time(lens, 2) - base.group_time(lens, 2) == pytest.approx(0.004 + 210 * layers * 3e-6)
-    plan = plan_batch([300, 120, 50, 80], Policy(kind="adaptive", world_size=2, token_budget=256), 2, cm)
+    plan = plan_batch([300, 120, 50, 80], Policy(kind="adaptive", world_size=2, token_budget=256), cost=cm)
     assert 0 < cm.predict(plan, [300, 120, 50, 80]).efficiency <= 1  # the fixed cost counts once in the ideal
 
 

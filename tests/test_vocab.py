@@ -62,11 +62,11 @@ def _lognormal(count: int, world: int, budget: int, seed: int) -> list[int]:
 def test_adaptive_plans_use_only_vocabulary_groups(n, count, budget):
     policy = Policy("adaptive", n, budget)
     vocab = build_vocabulary(n)
-    allowed = set(candidate_ranges(policy, n))
+    allowed = set(candidate_ranges(policy))
     used: set[tuple[int, int]] = set()
     for seed in range(3):
         lengths = _lognormal(count, n, budget, seed)
-        plan = plan_batch(lengths, policy, n, DefaultCost())
+        plan = plan_batch(lengths, policy, cost=DefaultCost())
         plan.validate(lengths, policy)
         assert set(plan.ranges()) <= allowed
         assert all(vocab.contains(a, s) for a, s in plan.ranges())

@@ -92,8 +92,11 @@ def test_to_document_round_trips(tmp_path):
 
 
 def test_npy(tmp_path):
-    np.save(tmp_path / "a.npy", np.array([[4, 5], [6, 7]], dtype=np.int32))
+    np.save(tmp_path / "a.npy", np.array([4, 5, 6, 7], dtype=np.int32))
     assert lens(str(tmp_path / "a.npy")) == [4, 5, 6, 7]
+    np.save(tmp_path / "b.npy", np.array([[4, 5], [6, 7]], dtype=np.int32))  # which axis is documents?
+    with pytest.raises(FcpTuneError, match="1-D"):
+        lens(str(tmp_path / "b.npy"))
 
 
 def test_jsonl_token_fields(tmp_path):

@@ -12,6 +12,7 @@ float64 reference for checking (``reference.py``).
 """
 
 from fcp_tune.attention.api import cp_attention, layout_for, shard, unshard
+from fcp_tune.attention.comm import WORLD
 from fcp_tune.schemes import SCHEMES
 
-__all__ = ["SCHEMES", "cp_attention", "layout_for", "shard", "unshard"]
+__all__ = ["SCHEMES", "WORLD", "cp_attention", "layout_for", "shard", "unshard"]

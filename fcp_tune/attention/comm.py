@@ -11,16 +11,17 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.distributed as dist
 
 from fcp_tune.schemes.layout import ShardLayout
 
-# torch 2.14 renames the tensor collectives; accept either.
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+# torch 2.14 renames the tensor collectives; accept either (the one shim: the profiler's
+# collective timings use these too, so they time the calls the attention makes).
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 # Seconds spent blocked in communication, for whoever opened a ``timed_comm`` block in
 # this context (the executor's per-rank comm/busy split). Unset means nobody is counting.
@@ -44,6 +45,30 @@ def _account(t0: float) -> None:
         acc[0] += time.perf_counter() - t0
 
 
+class _World:
+    """The type of :data:`WORLD` (one instance; compares by identity)."""
+
+    _instance: Optional["_World"] = None
+
+    def __new__(cls) -> "_World":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "fcp_tune.attention.WORLD"
+
+    def __reduce__(self) -> str:
+        return "WORLD"  # pickles back to this module's singleton
+
+
+# The whole world (``dist.group.WORLD``, or this process alone when torch.distributed is not
+# initialised): the explicit default of every ``group`` argument. ``None`` means no group at all
+# (this process alone, never communicates), so passing ``None`` for a degree-1 group is safe.
+WORLD = _World()
+GroupArg = Union[dist.ProcessGroup, _World, None]
+
+
 @dataclass(frozen=True)
 class GroupInfo:
     """A process group and this rank's place in it (``group`` None means no communication)."""
@@ -56,17 +81,26 @@ class GroupInfo:
         return dist.get_global_rank(self.group, group_rank % self.size)
 
 
-def group_info(group: Optional[dist.ProcessGroup]) -> GroupInfo:
-    """Resolve ``group`` (None = the world, or a single process when not initialised)."""
+LOCAL = GroupInfo(None, 0, 1)
+
+
+def group_info(group: GroupArg) -> GroupInfo:
+    """Resolve ``group``: :data:`WORLD` (the default process group, or a single process when
+    ``torch.distributed`` is not initialised), ``None`` (this process alone) or a process group.
+
+    A group of size 1, however given, resolves to :data:`LOCAL`: it never communicates.
+    """
     if group is None:
+        return LOCAL
+    if group is WORLD:
         if not (dist.is_available() and dist.is_initialized()):
-            return GroupInfo(None, 0, 1)
+            return LOCAL
         group = dist.group.WORLD
     size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     if rank < 0:
         raise ValueError("this process is not a member of the given group")
-    return GroupInfo(group, rank, size)
+    return LOCAL if size == 1 else GroupInfo(group, rank, size)
 
 
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -85,7 +119,7 @@ def all_gather_varlen(x: torch.Tensor, counts: tuple[int, ...], info: GroupInfo)
         return [x[:0] for _ in counts]
     out = x.new_empty((info.size * width,) + tuple(x.shape[1:]))
     t0 = time.perf_counter()
-    _all_gather(out, _pad_rows(x, width), group=info.group)
+    all_gather_single(out, _pad_rows(x, width), group=info.group)
     _account(t0)
     return [out[r * width : r * width + c] for r, c in enumerate(counts)]
 
@@ -101,7 +135,7 @@ def reduce_scatter_varlen(parts: list[torch.Tensor], counts: tuple[int, ...], in
     send = torch.cat([_pad_rows(p, width) for p in parts], 0)
     out = send.new_empty((width,) + tuple(send.shape[1:]))
     t0 = time.perf_counter()
-    _reduce_scatter(out, send, group=info.group)
+    reduce_scatter_single(out, send, group=info.group)
     _account(t0)
     return out[:mine]
 

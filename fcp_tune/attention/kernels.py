@@ -16,6 +16,11 @@ Back ends:
 - CUDA, fp16/bf16: ``aten._flash_attention_forward`` varlen, one call for all segments.
 - anything else (CUDA fp32/fp64, other devices): a math kernel (matmul + logsumexp).
 No kernel is ever called with an empty segment.
+
+Value head dim ``Dv`` may differ from the query/key head dim ``D`` (DeepSeek-style MLA, e.g.
+192/128). The fused kernels need one head size, so the smaller side is zero-padded to
+``max(D, Dv)`` (zero value columns give zero output columns; zero query/key columns leave the
+scores unchanged, the scale being explicit) and the padding is sliced off the results.
 """
 
 from __future__ import annotations
@@ -50,8 +55,21 @@ def _to_bhld(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).unsqueeze(0)
 
 
-def _use_flash_cuda(q: torch.Tensor) -> bool:
-    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+def _use_flash_cuda(q: torch.Tensor, v: torch.Tensor) -> bool:
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and max(q.shape[-1], v.shape[-1]) <= 256
+
+
+def _pad_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` with its last dimension zero-padded to ``dim`` (``x`` itself when already that wide)."""
+    if x.shape[-1] == dim:
+        return x
+    return torch.nn.functional.pad(x, (0, dim - x.shape[-1]))
+
+
+def _same_dim(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v padded to one head size ``max(D, Dv)`` for the fused kernels."""
+    d = max(q.shape[-1], v.shape[-1])
+    return _pad_dim(q, d), _pad_dim(k, d), _pad_dim(v, d)
 
 
 def _cu(ranges: Sequence[Range], device: torch.device) -> tuple[torch.Tensor, int]:
@@ -73,16 +91,19 @@ def block_forward(
     """Attend each query segment to its key segment.
 
     Args:
-        q: ``(Tq, H, D)``; k, v: ``(Tk, H_kv, D)`` with ``H % H_kv == 0``.
+        q: ``(Tq, H, D)``; k: ``(Tk, H_kv, D)``; v: ``(Tk, H_kv, Dv)`` with ``H % H_kv == 0``.
         q_ranges, k_ranges: one ``[start, end)`` row range per segment, none empty.
         causal: causal-square blocks (each segment's query and key ranges have equal length).
         scale: softmax scale.
 
     Returns:
-        ``out`` of shape ``(rows, H, D)`` in q's dtype and ``lse`` of shape ``(H, rows)`` in the
+        ``out`` of shape ``(rows, H, Dv)`` in q's dtype and ``lse`` of shape ``(H, rows)`` in the
         accumulation dtype, where rows is the sum of query segment lengths.
     """
     _check_ranges(q_ranges, k_ranges, causal)
+    dv_dim = v.shape[-1]
+    if q.device.type == "cpu" or _use_flash_cuda(q, v):
+        q, k, v = _same_dim(q, k, v)
     if q.device.type == "cpu":
         outs, lses = [], []
         op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -92,8 +113,8 @@ def block_forward(
             lses.append(l[0])
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
         lse = lses[0] if len(lses) == 1 else torch.cat(lses, 1)
-        return out, lse.to(acc_dtype(q.dtype))
-    if _use_flash_cuda(q):
+        return out[..., :dv_dim], lse.to(acc_dtype(q.dtype))
+    if _use_flash_cuda(q, v):
         qr, kr = ranges_to_rows(q_ranges, q.device), ranges_to_rows(k_ranges, q.device)
         cu_q, max_q = _cu(q_ranges, q.device)
         cu_k, max_k = _cu(k_ranges, q.device)
@@ -101,7 +122,7 @@ def block_forward(
             q.index_select(0, qr), k.index_select(0, kr), v.index_select(0, kr),
             cu_q, cu_k, max_q, max_k, 0.0, causal, False, scale=scale,
         )
-        return out, lse.float().reshape(q.shape[1], -1)
+        return out[..., :dv_dim], lse.float().reshape(q.shape[1], -1)
     return _math_forward(q, k, v, q_ranges, k_ranges, causal, scale)
 
 
@@ -123,15 +144,29 @@ def block_backward(
     of the merged attention (the FlashAttention backward identity), so callers just sum.
 
     Args:
-        dout, out: ``(rows, H, D)`` packed like :func:`block_forward`'s output.
+        dout, out: ``(rows, H, Dv)`` packed like :func:`block_forward`'s output.
         lse: ``(H, rows)`` final log-sum-exp of those rows.
 
     Returns:
-        ``dq`` ``(rows, H, D)`` and ``dk``, ``dv`` ``(Tk, H_kv, D)`` (zero outside the key
+        ``dq`` ``(rows, H, D)``, ``dk`` ``(Tk, H_kv, D)`` and ``dv`` ``(Tk, H_kv, Dv)`` (zero outside the key
         ranges; overlapping key ranges accumulate), all in the accumulation dtype.
     """
     _check_ranges(q_ranges, k_ranges, causal)
     adt = acc_dtype(q.dtype)
+    d_qk, d_v = q.shape[-1], v.shape[-1]
+    if q.device.type == "cpu" or _use_flash_cuda(q, v):
+        dq, dk, dv = _fused_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale)
+        return dq[..., :d_qk], dk[..., :d_qk], dv[..., :d_v]
+    dk = torch.zeros(k.shape, dtype=adt, device=k.device)
+    dv = torch.zeros(v.shape, dtype=adt, device=v.device)
+    return _math_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale, dk, dv)
+
+
+def _fused_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale):
+    """:func:`block_backward` on the fused kernels, at head size ``max(D, Dv)`` (padded results)."""
+    adt = acc_dtype(q.dtype)
+    q, k, v = _same_dim(q, k, v)
+    dout, out = _pad_dim(dout, q.shape[-1]), _pad_dim(out, q.shape[-1])
     dk = torch.zeros(k.shape, dtype=adt, device=k.device)
     dv = torch.zeros(v.shape, dtype=adt, device=v.device)
     if q.device.type == "cpu":
@@ -150,20 +185,18 @@ def block_backward(
             dv[ks:ke] += g[2][0].transpose(0, 1)
             row += n
         return (dqs[0] if len(dqs) == 1 else torch.cat(dqs, 0)), dk, dv
-    if _use_flash_cuda(q):
-        qr, kr = ranges_to_rows(q_ranges, q.device), ranges_to_rows(k_ranges, q.device)
-        cu_q, max_q = _cu(q_ranges, q.device)
-        cu_k, max_k = _cu(k_ranges, q.device)
-        empty = torch.zeros(2, dtype=torch.uint64, device=q.device)
-        dq, dks, dvs = torch.ops.aten._flash_attention_backward(
-            dout.contiguous(), q.index_select(0, qr), k.index_select(0, kr), v.index_select(0, kr),
-            out.contiguous(), lse.float().contiguous(), cu_q, cu_k, max_q, max_k, 0.0, causal,
-            empty, empty, scale=scale,
-        )
-        dk.index_add_(0, kr, dks.to(adt))
-        dv.index_add_(0, kr, dvs.to(adt))
-        return dq.to(adt), dk, dv
-    return _math_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale, dk, dv)
+    qr, kr = ranges_to_rows(q_ranges, q.device), ranges_to_rows(k_ranges, q.device)
+    cu_q, max_q = _cu(q_ranges, q.device)
+    cu_k, max_k = _cu(k_ranges, q.device)
+    empty = torch.zeros(2, dtype=torch.uint64, device=q.device)
+    dq, dks, dvs = torch.ops.aten._flash_attention_backward(
+        dout.contiguous(), q.index_select(0, qr), k.index_select(0, kr), v.index_select(0, kr),
+        out.contiguous(), lse.float().contiguous(), cu_q, cu_k, max_q, max_k, 0.0, causal,
+        empty, empty, scale=scale,
+    )
+    dk.index_add_(0, kr, dks.to(adt))
+    dv.index_add_(0, kr, dvs.to(adt))
+    return dq.to(adt), dk, dv
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor, causal: bool, scale: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from fcp_tune.attention.api import cp_attention, shard
 from fcp_tune.attention.reference import reference_attention
 from fcp_tune.schemes import SCHEMES, get_scheme
+from fcp_tune.schemes import DEFAULT_SCHEME
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,13 +29,14 @@ class ParityCase:
 
     group: tuple[int, ...]
     seqlens: tuple[int, ...]
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     causal: bool = True
     dtype: str = "float64"
     heads: int = 4
     kv_heads: int = 2
     head_dim: int = 8
     seed: int = 0
+    v_head_dim: int = 0  # value head dim; 0: same as head_dim (MLA uses e.g. 192/128)
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,13 @@ def _global_tensors(case: ParityCase):
     gen = torch.Generator().manual_seed(case.seed)
     dtype = DTYPES[case.dtype]
 
-    def rnd(h: int) -> torch.Tensor:
-        # Round to the case dtype first so the float64 reference sees the same inputs.
-        return torch.randn(total, h, case.head_dim, generator=gen, dtype=torch.float64).to(dtype).double()
+    dv = case.v_head_dim or case.head_dim
 
-    return rnd(case.heads), rnd(case.kv_heads), rnd(case.kv_heads), rnd(case.heads)
+    def rnd(h: int, dim: int) -> torch.Tensor:
+        # Round to the case dtype first so the float64 reference sees the same inputs.
+        return torch.randn(total, h, dim, generator=gen, dtype=torch.float64).to(dtype).double()
+
+    return rnd(case.heads, case.head_dim), rnd(case.kv_heads, case.head_dim), rnd(case.kv_heads, dv), rnd(case.heads, dv)
 
 
 def check_case(case: ParityCase, group, device: torch.device) -> ParityError:
@@ -202,4 +206,20 @@ def ulysses_cases(max_world: int) -> list[ParityCase]:
         if d < max_world:
             off = tuple(range(max_world - d, max_world))
             cases.append(ParityCase(off, (3, 2 * d - 1, 29), "ulysses", True, "float64", heads=2 * d, kv_heads=d, seed=len(cases)))
+    return cases
+
+
+def mla_cases(max_world: int) -> list[ParityCase]:
+    """Value head dim != query/key head dim (MLA) in every scheme, group sizes ``1..max_world``.
+
+    Per size ``d`` and scheme: ``Dv < D`` and ``Dv > D``, causal, float64, on a mixed batch and
+    on ``cu_seqlens = [0, 2]`` (ranks holding no token); Ulysses with ``H_kv = d``.
+    """
+    cases = []
+    for d in range(1, max_world + 1):
+        g = tuple(range(d))
+        for scheme, (dqk, dv), lens in itertools.product(SCHEMES, ((12, 8), (6, 10)), ((2,), (1, 2 * d + 1, 23))):
+            hkv = d if scheme == "ulysses" else 2
+            cases.append(ParityCase(g, lens, scheme, True, "float64", heads=2 * hkv, kv_heads=hkv, head_dim=dqk,
+                                    v_head_dim=dv, seed=len(cases)))
     return cases

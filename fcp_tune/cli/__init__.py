@@ -6,13 +6,48 @@ command's work is a library function callable from Python.
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from fcp_tune import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """The root command group: typer's own usage errors (an unknown option, a value out of
+    range, a missing argument) become one ``error:`` line and exit 2, like every other error,
+    instead of a boxed usage panel. A bare ``fcp-tune`` still prints the help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:  # recent typer bundles its own click
+            from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        except ImportError:  # pragma: no cover - older typer on click
+            from click.exceptions import ClickException, NoArgsIsHelpError
+        Abort = typer.Abort
+
+        from fcp_tune.cli.common import usage_error_line
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else 0
+        except NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+            code = exc.exit_code
+        except ClickException as exc:
+            usage_error_line(exc.format_message())
+            code = exc.exit_code
+        except Abort:
+            usage_error_line("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="fcp-tune",
     help="Flexible context parallelism for variable-length LLM training: profile, search, run.",
     no_args_is_help=True,

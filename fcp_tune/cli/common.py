@@ -5,21 +5,20 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 import sys
-import tempfile
-import time
 import traceback
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
-from fcp_tune.fileio import atomic_write_text
+from fcp_tune.fileio import write_error_log
+from fcp_tune.launch import Terminated, stop_signals_raise
+from fcp_tune.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,33 +28,53 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def cli_errors(fn: F) -> F:
-    """Turn bad-input exceptions into a one-line error and a non-zero exit, never a traceback.
+def usage_error_line(message: str) -> None:
+    """Print a usage error (typer's, e.g. ``Invalid value for '--nproc'``) as one ``error:`` line."""
+    flat = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/] {escape(redact(flat))}", highlight=False, soft_wrap=True)
 
-    Runtime failures keep their cause: a :class:`~fcp_tune.launch.RankFailure`'s failing
-    rank traceback (``details``) or the exception's own traceback is written to a log file
-    the one-line error names, and to stderr under ``fcp-tune --verbose``.
+
+def cli_errors(fn: F) -> F:
+    """Turn every exception into one ``error:`` line and a non-zero exit, never a traceback.
+
+    Bad input (``ValueError``, ``OSError``, YAML errors) exits 2 with its message. Runtime
+    failures keep their cause: a :class:`~fcp_tune.launch.RankFailure`'s failing rank
+    traceback (``details``) or the exception's own traceback is written to a private log
+    file the line names, and to stderr under ``fcp-tune --verbose``; anything unexpected
+    is reported the same way as an internal error (exit 1). SIGTERM/SIGHUP stop the command
+    (its ranks and temporary files go with it) with exit 128 + the signal's number.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with stop_signals_raise():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except Terminated as exc:
+            fail(f"{exc}; stopped", code=128 + exc.signum)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
-        except (ValueError, OSError, yaml.YAMLError, RuntimeError, TimeoutError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if isinstance(exc, RuntimeError):  # a failure while running, not bad input: keep the cause
-                message += _keep_cause(exc)
-            fail(message)
+        except (RuntimeError, TimeoutError) as exc:  # a failure while running, not bad input: keep the cause
+            fail(_first_line(exc) + _keep_cause(exc))
+        except (ValueError, OSError, yaml.YAMLError) as exc:
+            fail(_first_line(exc))
+        except MemoryError as exc:
+            fail("out of memory; lower the sizes asked for" + _keep_cause(exc), code=1)
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback in a log
+            fail(f"internal error: {type(exc).__name__}: {_first_line(exc)}" + _keep_cause(exc), code=1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _keep_cause(exc: BaseException) -> str:
@@ -64,10 +83,7 @@ def _keep_cause(exc: BaseException) -> str:
     if _verbose():
         err_console.print(details, markup=False, highlight=False, soft_wrap=True)
     try:
-        folder = Path(tempfile.gettempdir()) / "fcp-tune-errors"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        atomic_write_text(path, f"fcp-tune error: {exc}\n\n{details}")
+        path = write_error_log(redact(f"fcp-tune error: {exc}\n\n{details}"))
     except OSError:
         return ""
     return f" (traceback: {path})"
@@ -116,3 +132,18 @@ def counting_progress(description: str, total: int) -> Iterator[Callable[[Any], 
     with progress_bar() as bar:
         task = bar.add_task(description, total=total)
         yield lambda _event: bar.advance(task)
+
+
+@contextmanager
+def search_progress(trials: int) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar over ``trials`` with the best value so far; yields the ``on_trial`` callback."""
+    with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
+        task = bar.add_task("searching", total=trials, best="-")
+        best = [float("inf")]
+
+        def on_trial(done: int, total: int, value: float) -> None:
+            if value == value:  # not NaN
+                best[0] = min(best[0], value)
+            bar.update(task, completed=done, best=f"{best[0]:.4g} s")
+
+        yield on_trial

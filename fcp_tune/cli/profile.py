@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import re
 import shlex
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,7 @@ from rich.table import Table
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json, progress_bar
 from fcp_tune.cli.tables import print_table, wide_option
+from fcp_tune.fileio import check_output_path
 
 
 def default_output(hardware: dict) -> Path:
@@ -100,6 +102,8 @@ def profile(
             render(shown, f"profile {show}", wide=wide)
         return
     cfg = load_model_config(model)
+    # Before measuring: a directory, a special file or an unwritable place is refused now.
+    check_output_path(out if out is not None else default_output({"hostname": socket.gethostname()}), "--out")
     args = ["fcp-tune", "profile", "--nproc", str(nproc), "--model", model] + (["--quick"] if quick else [])
     args += (["--max-len", str(max_len)] if max_len else []) + (["--out", str(out)] if out else [])
     command = " ".join(shlex.quote(a) for a in args) + (" (under torchrun)" if under_torchrun() else "")

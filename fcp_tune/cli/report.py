@@ -7,14 +7,13 @@ from typing import Optional
 import typer
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
-from fcp_tune.cli.search import search_progress
-from fcp_tune.fileio import file_sha256
+from fcp_tune.cli.common import cli_errors, console, print_json, search_progress
+from fcp_tune.fileio import check_output_dir, file_sha256
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
-from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.profile.schema import load_profile
+from fcp_tune.profile.lookup import find_profile
 from fcp_tune.report import build_report, write_report
+from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, reproduce_command
 from fcp_tune.workload import load_workload
 
@@ -31,15 +30,15 @@ def report(
     trials: int = typer.Option(100, "--trials", "-t", min=1, help="Search trials."),
     ranges: int = typer.Option(5, "--ranges", min=1, help="Length ranges of the searched policy."),
     batches: int = typer.Option(8, "--batches", min=1, help="Seeded global batches each score averages over."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: N x budget (simulate) or the workload\'s own."),
-    one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica) instead of the default."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: the workload\'s own."),
+    one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON too."),
 ) -> None:
     """Search a thresholds policy and write a page comparing it with every baseline."""
-    profile_path = resolve_profile_path(profile)  # a file, or a bundled profile's name
-    prof = load_profile(profile_path)
+    check_output_dir(out)  # before any work
+    profile_path, prof = find_profile(profile, model or "tiny", world_size)  # a file, or a bundled profile's name
     cfg_model = load_model_config(model) if model else prof.model
     budget = resolve_token_budget(token_budget, cfg_model, world_size, prof.hardware, 0)
     gbt = global_batch_tokens or default_global_batch_tokens(world_size, budget, prof.hardware, one_wave)

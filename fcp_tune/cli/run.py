@@ -7,7 +7,6 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from fcp_tune.baselines import default_workload_path, resolve_policies
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
@@ -15,7 +14,10 @@ from fcp_tune.executor import RunConfig, RunReport, run_training
 from fcp_tune.executor.figures import run_figures
 from fcp_tune.launch import under_torchrun
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.workload import load_workload
+from fcp_tune.policy.kinds import spec_help
+from fcp_tune.policy.specs import resolve_policies
+from fcp_tune.schemes import scheme_names
+from fcp_tune.workload import default_workload_path, load_workload
 
 
 def build_run_config(
@@ -91,14 +93,14 @@ def render(report: RunReport, wide: bool = False, figures: Optional[dict] = None
 @app.command()
 @cli_errors
 def run(
-    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy file, or static[:D] / pow2 / adaptive. Default: the bundled adaptive policy."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in (see `fcp-tune workload show`). Default: bundled long tail."),
     nproc: Optional[int] = typer.Option(None, "--nproc", "-n", min=1, help="Local processes (default: the policy's world size). Ignored under torchrun."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the summary."),
-    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines to run interleaved: megatron[:D] (Megatron-LM static CP), static[:D] (cost-balanced), mcore-dynamic (Megatron-Core dynamic CP), pow2, adaptive or a policy file (repeat or comma-separate)."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help=f"Baselines to run interleaved: {spec_help()} or a policy file (repeat or comma-separate)."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help=f"Override the attention scheme: {scheme_names()}."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Plan with the cost model calibrated from this profile."),
     seed: int = typer.Option(0, "--seed"),

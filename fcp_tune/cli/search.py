@@ -3,42 +3,26 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.progress import TextColumn
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json, progress_bar
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, search_progress
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.fileio import file_sha256
+from fcp_tune.fileio import check_output_dir, check_output_path, file_sha256
+from fcp_tune.limits import MAX_TOKENS
 from fcp_tune.modelcfg import load_model_config
-from fcp_tune.baselines import default_policy_path, default_workload_path
 from fcp_tune.policy import load_policy
-from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.profile.schema import load_profile
-from fcp_tune.validate import default_profile_path
+from fcp_tune.policy.specs import default_policy_path
+from fcp_tune.profile.lookup import find_profile
 from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-from fcp_tune.workload import load_workload
-
-
-@contextmanager
-def search_progress(trials: int) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar over ``trials`` with the best value so far; yields the ``on_trial`` callback."""
-    with progress_bar(TextColumn("best {task.fields[best]}")) as bar:
-        task = bar.add_task("searching", total=trials, best="-")
-        best = [float("inf")]
-
-        def on_trial(done: int, total: int, value: float) -> None:
-            if value == value:  # not NaN
-                best[0] = min(best[0], value)
-            bar.update(task, completed=done, best=f"{best[0]:.4g} s")
-
-        yield on_trial
+from fcp_tune.workload import default_workload_path, load_workload
 
 
 def _slug(text: str) -> str:
@@ -58,7 +42,7 @@ def search(
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: the workload\'s own."),
     one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica)."),
-    scheme: str = typer.Option("allgather", "--scheme", help="Attention scheme: allgather, ring or ulysses (ulysses: degrees dividing the K/V head count)."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed"),
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
@@ -70,37 +54,37 @@ def search(
     wide: bool = wide_option(),
 ) -> None:
     """Tune the length thresholds and CP degrees of a policy; export it to strategies/."""
-    if trials <= 0:
-        fail(f"--trials must be > 0, got {trials}")
-    if world_size is not None and world_size < 1:
-        fail(f"--world-size must be >= 1, got {world_size}")
-    profile_path = resolve_profile_path(profile) if profile else default_profile_path(model or "tiny", world_size or 1)
-    prof = load_profile(profile_path)
-    world_size = world_size or prof.world_size
+    if out is not None:
+        check_output_path(out)  # before any work: a directory or special file is refused now
+    if plots is not None:
+        check_output_dir(plots, "--plots")
+    profile_path, prof = find_profile(profile, model or "tiny", world_size or 1)
+    world_size = prof.world_size if world_size is None else world_size
     cfg_model = load_model_config(model) if model else prof.model
     token_budget = resolve_token_budget(token_budget, cfg_model, world_size, prof.hardware,
                                         load_policy(default_policy_path()).token_budget)
     if global_batch_tokens is None:
         global_batch_tokens = default_global_batch_tokens(world_size, token_budget, prof.hardware, one_wave)
-    # The bundled workload's documents are split to what the world can hold (as validate does).
-    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
-                       max_len=None if workload else world_size * token_budget)
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
-        profile_sha256=file_sha256(profile_path), workload_sha256=wl.seqlens_sha256(), command=reproduce_command(),
-        comm_penalty=comm_penalty,
+        profile_sha256=file_sha256(profile_path), command=reproduce_command(), comm_penalty=comm_penalty,
     )
-    if json_out:
-        result, study, _ = run_search(cfg, prof, wl, cfg_model)
-    else:
-        with search_progress(trials) as on_trial:
-            try:
-                result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
-            except KeyboardInterrupt:
-                where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
-                fail(f"search interrupted;{where}", code=130)
+    # The bundled workload's documents are split to what the world can hold (as validate does).
+    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
+                       max_len=None if workload else min(world_size * token_budget, MAX_TOKENS))
+    cfg = replace(cfg, workload_sha256=wl.seqlens_sha256())
     path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"
+    check_output_path(path, "--out")
+    try:
+        if json_out:
+            result, study, _ = run_search(cfg, prof, wl, cfg_model)
+        else:
+            with search_progress(trials) as on_trial:
+                result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
+    except KeyboardInterrupt:
+        where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
+        fail(f"search interrupted;{where}", code=130)
     export_policy(result, path)
     plot_paths = []
     if plots:
@@ -126,10 +110,11 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
     cmp_ = Table(title="predicted step time (cost model)")
     for col in ("policy", "step s", "tokens/s", "TFLOP/s", "MFU", "efficiency", "GiB", "speedup of searched"):
         cmp_.add_column(col, justify="left" if col == "policy" else "right")
-    rows = [("searched", result.score)] + sorted(result.baselines, key=lambda x: x[1].step_s)
+    rows = [("searched", "searched", result.score)] + [
+        (b.name, b.policy.kind, b.score) for b in sorted(result.baselines, key=lambda b: b.score.step_s)]
     static_shown = 0
-    for name, s in rows:
-        if name.startswith("static:"):
+    for name, kind, s in rows:
+        if kind == "static":
             static_shown += 1
             if static_shown > 4:
                 continue

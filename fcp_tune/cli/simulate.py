@@ -11,23 +11,26 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.modelcfg import load_model_config
+from fcp_tune.policy.kinds import spec_help
 from fcp_tune.profile.schema import load_profile
 from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
-from fcp_tune.search.simulate import simulate as simulate_policies
+from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
+from fcp_tune.simulate import SimulateConfig, check_specs
+from fcp_tune.simulate import simulate as simulate_policies
 from fcp_tune.workload import load_workload
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help="Policy files or kinds: megatron[:D], static[:D], mcore-dynamic, pow2, adaptive."),
+    policies: List[str] = typer.Argument(..., help=f"Policy files or kinds: {spec_help()}."),
     profile: str = typer.Option(..., "--profile", help="Profile YAML."),
     workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
     world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
     token_budget: str = typer.Option(..., "--token-budget", "-b", help="Max tokens per rank per wave, or auto: the largest whose predicted memory fits the device (per N)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
-    scheme: str = typer.Option("allgather", "--scheme"),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: N x budget (simulate) or the workload\'s own."),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()}."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: N x budget."),
     one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica) instead of the default."),
     batches: int = typer.Option(4, "--batches", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -36,20 +39,22 @@ def simulate(
     wide: bool = wide_option(),
 ) -> None:
     """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
-    try:
-        sizes = [int(x) for x in world_sizes.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--world-sizes must be comma-separated integers, got {world_sizes!r}") from None
+    sizes = SimulateConfig.parse_world_sizes(world_sizes)
     prof = load_profile(profile)
     cfg_model = load_model_config(model) if model else prof.model
+    per_n = []  # (config, workload) per world size: the budget (auto) and the global batch depend on N
+    for n in sizes:
+        budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
+        gbt = global_batch_tokens or default_global_batch_tokens(n, budget, prof.hardware, one_wave)
+        cfg = SimulateConfig((n,), budget, scheme, batches, seed, max_communicators, gbt)
+        wl = load_workload(workload, global_batch_tokens=cfg.batch_tokens(n), seed=seed)
+        check_specs(policies, wl, n, budget, scheme)
+        per_n.append((cfg, wl))
     rows = []
     with console.status("simulating") if not json_out else _null():
-        for n in sizes:
-            budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
-            gbt = global_batch_tokens or default_global_batch_tokens(n, budget, prof.hardware, one_wave) or n * budget
-            wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
-            rows += simulate_policies(policies, prof, wl, cfg_model, [n], budget, scheme, batches, seed,
-                                      max_communicators)
+        for cfg, wl in per_n:
+            rows += simulate_policies(policies, prof, wl, cfg_model, list(cfg.world_sizes), cfg.token_budget, scheme,
+                                      batches, seed, max_communicators)
     if json_out:
         print_json([r.to_dict() for r in rows])
         return
@@ -80,10 +85,10 @@ def simulate(
                       f"dynamic CP; vs stat = over fcp-tune's best cost-balanced static ({r.best_static}); "
                       f"eff = ideal bound / step; MFU: model FLOPs (PaLM, attention per sequence) / dense bf16 "
                       f"peak[/]")
-    over = [r for r in rows if r.fits is False]
-    for r in over:
-        console.print(f"[bold red]N={r.world_size} {r.policy}: predicted peak {r.peak_memory_gib:.1f} GiB exceeds "
-                      f"the device's {r.device_memory_gib:.1f} GiB: not a result[/]")
+    for r in rows:
+        if r.fits is False:
+            console.print(f"[bold red]N={r.world_size} {r.policy}: predicted peak {r.peak_memory_gib:.1f} GiB exceeds "
+                          f"the device's {r.device_memory_gib:.1f} GiB: not a result[/]")
     console.print("[dim]comms: communicators the policy may create in total / the most one rank belongs to[/]")
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:

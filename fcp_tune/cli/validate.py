@@ -8,15 +8,16 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from fcp_tune.baselines import default_policy_path, default_workload_path, fit_world, resolve_policies, scheme_override
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.errors import FcpTuneError
+from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, validate
 from fcp_tune.policy import load_policy
-from fcp_tune.profile.bundled import resolve_profile_path
-from fcp_tune.validate import TARGET_MAPE_PCT, ValidationReport, default_profile_path, validate
-from fcp_tune.workload import load_workload
+from fcp_tune.policy.kinds import spec_help
+from fcp_tune.policy.specs import default_policy_path, fit_world, resolve_policies, scheme_override
+from fcp_tune.profile.lookup import find_profile
+from fcp_tune.schemes import scheme_names
+from fcp_tune.workload import default_workload_path, load_workload
 
 DEFAULT_COMPARE = ("static", "pow2")
 
@@ -79,7 +80,7 @@ def render(report: ValidationReport, wide: bool = False) -> None:
 @app.command(name="validate")
 @cli_errors
 def validate_cmd(
-    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy file, or static[:D] / pow2 / adaptive. Default: the bundled adaptive policy."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: static,pow2."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail, documents split at the largest power of two <= nproc, x token_budget."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
@@ -87,7 +88,7 @@ def validate_cmd(
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Leading steps excluded from the errors."),
     model: str = typer.Option("tiny", "--model", "-m", help="Model preset (tiny, small) or model YAML."),
-    scheme: Optional[str] = typer.Option(None, "--scheme", help="Override the attention scheme: allgather, ring or ulysses."),
+    scheme: Optional[str] = typer.Option(None, "--scheme", help=f"Override the attention scheme: {scheme_names()}."),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Split documents longer than this."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),
@@ -99,16 +100,10 @@ def validate_cmd(
     """Run STEPS executor steps per policy and compare step and busy times with the cost model."""
     from fcp_tune.costmodel import CostModel
     from fcp_tune.modelcfg import load_model_config
-    from fcp_tune.profile.schema import load_profile
 
-    if warmup >= steps:
-        raise FcpTuneError(f"--warmup must be below --steps ({steps}), got {warmup}")
     compare_list = list(DEFAULT_COMPARE) if compare is None else [c for c in split_names(compare) if c != "none"]
     cfg_model = load_model_config(model)
-    profile_path = resolve_profile_path(profile) if profile else default_profile_path(cfg_model.name, nproc)
-    if profile and not profile_path.is_file():
-        raise FcpTuneError(f"--profile: {profile}: no such profile file")
-    prof = load_profile(profile_path)
+    profile_path, prof = find_profile(profile, cfg_model.name, nproc)
     base = scheme_override(fit_world(load_policy(default_policy_path()), nproc), scheme)
     CostModel.from_profile(prof, cfg_model, scheme=base.scheme, world_size=nproc)  # can it predict nproc ranks?
     if workload is None and max_len is None:
@@ -117,12 +112,7 @@ def validate_cmd(
         max_len = (1 << (nproc.bit_length() - 1)) * base.token_budget
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                        max_len=max_len)
-    policies = resolve_policies(policy, compare_list, nproc, scheme, wl)
-    for name, p in policies:
-        try:
-            p.degree_for(max(wl.seqlens))
-        except ValueError as exc:
-            raise FcpTuneError(f"policy {name}: {exc}") from None
+    policies = resolve_policies(policy, compare_list, nproc, scheme, wl)  # checks each fits the longest sequence
     total = steps * len(policies)
     run = dict(steps=steps, warmup=warmup, seed=seed, include_planning=include_planning,
                profile_source=str(profile_path), timeout=timeout)

@@ -1,13 +1,12 @@
 """The bundled lightweight FCP executor: a small decoder trained with per-batch plans.
 
 - :mod:`.model`: Llama-style decoder (RMSNorm, RoPE, GQA via ``cp_attention``, SwiGLU);
-- :mod:`.data`: synthetic tokens and each rank's share of a group's sequences;
-- :mod:`.pool`: process groups for the policy's rank ranges, created once;
-- :mod:`.step`: one training step of one policy on one rank;
+- :mod:`.data`: synthetic tokens;
+- :mod:`.step`: one training step of one policy on one rank, through the public
+  integration API (:mod:`fcp_tune.integration`: plans, groups, shards, loss, gradient sum);
 - :mod:`.runner`: interleaved multi-policy runs, local or under torchrun, and their summary.
 """
 
 from fcp_tune.executor.runner import RunConfig, RunReport, run_training
-from fcp_tune.executor.step import FaultSpec
 
-__all__ = ["FaultSpec", "RunConfig", "RunReport", "run_training"]
+__all__ = ["RunConfig", "RunReport", "run_training"]

@@ -13,14 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from fcp_tune.attention.reference import reference_attention
-from fcp_tune.executor.data import cumulative, sequence_tokens
+from fcp_tune.executor.data import batch_tokens
 from fcp_tune.executor.model import Decoder
+from fcp_tune.integration.shards import cumulative
 
 
 def reference_step(model: Decoder, seqlens: Sequence[int], step: int, seed: int) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and per-parameter gradients of one global batch on one process."""
     vocab = model.cfg.vocab_size
-    toks = [sequence_tokens(int(n), vocab, seed, step, i) for i, n in enumerate(seqlens)]
+    toks = batch_tokens(seqlens, vocab, seed, step)
     ids = torch.cat(toks)
     positions = torch.cat([torch.arange(int(n)) for n in seqlens])
     targets = torch.cat([torch.cat([t[1:], torch.tensor([-100])]) for t in toks])

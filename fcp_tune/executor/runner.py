@@ -16,16 +16,16 @@ import torch
 import torch.distributed as dist
 
 from fcp_tune.executor.model import build_model
-from fcp_tune.executor.planahead import PlanAhead
-from fcp_tune.executor.pool import GroupPool
-from fcp_tune.executor.step import FaultSpec, PolicyState, StepRecord, train_step
+from fcp_tune.errors import FcpTuneError
+from fcp_tune.executor.step import PolicyState, StepRecord, train_step
+from fcp_tune.integration import GroupPool, PlanAhead
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
+from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_local_procs, check_seed, check_timeout
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges
-from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost
+from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import kind_of
 from fcp_tune.schemes import get_scheme
 from fcp_tune.workload import BatchSampler, Workload
 
@@ -42,7 +42,6 @@ class RunConfig:
     seed: int = 0
     lr: float = 1e-3
     cost: Optional[CostFn] = None  # the planner's cost function (None: its default cost)
-    fault: Optional[FaultSpec] = None
     plan_ahead: bool = True  # plan step k+1 on a background thread while step k trains
 
     def __post_init__(self) -> None:
@@ -51,18 +50,19 @@ class RunConfig:
         names = [n for n, _ in self.policies]
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.warmup < self.steps:
-            raise ValueError(f"warmup must be in [0, steps), got {self.warmup}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
+            raise FcpTuneError(f"warmup must be in [0, steps) = [0, {self.steps}), got {self.warmup!r}")
+        check_seed("seed", self.seed)
+        check_float("lr", self.lr, 0.0, lo_open=True)
         sizes = {p.world_size for _, p in self.policies}
         if len(sizes) != 1:
             raise ValueError(f"all policies must have the same world size, got {sorted(sizes)}")
+        if not under_torchrun():  # a local run forks one process per rank
+            check_local_procs("nproc (ranks of a local run)", self.world_size)
         longest = max(self.workload.seqlens)
         for name, p in self.policies:  # a fixed-degree policy must not need a degree its scheme cannot run
-            if kind_of(p.kind).aligned:
+            if p.rule.aligned:
                 for d in p.possible_degrees(longest):
                     try:
                         get_scheme(p.scheme).check_degree(d, self.model.heads, self.model.kv_heads)
@@ -97,13 +97,12 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
     costs = {st.name: cfg.planner_cost(st.policy) for st in states}
     jobs = [(step, st) for step in range(cfg.steps) for st in states]  # the interleaved order
     records: list[StepRecord] = []
-    with PlanAhead(world) as ahead:
+    with PlanAhead() as ahead:
 
         def submit(i: int) -> None:
             if cfg.plan_ahead and i < len(jobs):
                 step, st = jobs[i]
-                fail = cfg.fault.planner_failure(rank, step) if cfg.fault is not None else None
-                ahead.submit(i, batches[step], st.policy, costs[st.name], fail)
+                ahead.submit(i, batches[step], st.policy, costs[st.name])
 
         submit(0)
         for i, (step, st) in enumerate(jobs):
@@ -111,7 +110,7 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
             submit(i + 1)  # planned while this step trains
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], cfg.fault, planned)
+            rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], planned)
             if device.type == "cuda":
                 rec = StepRecord(**{**asdict(rec), "peak_bytes": int(torch.cuda.max_memory_allocated(device))})
             records.append(rec)
@@ -130,7 +129,7 @@ def max_communicators(cfg: RunConfig, world: int) -> Optional[int]:
     longest = max(cfg.workload.seqlens)
     if any(p.kind == "adaptive" and p.max_communicators == 0 for _, p in cfg.policies):
         return None
-    ranges = {r for _, p in cfg.policies for r in candidate_ranges(p, world, longest)}
+    ranges = {r for _, p in cfg.policies for r in candidate_ranges(p, max_seqlen=longest)}
     return per_rank_count(sorted(ranges), world)
 
 
@@ -271,6 +270,8 @@ def run_training(
     Locally this forks ``cfg.world_size`` gloo processes; a failing rank stops the run
     with :class:`fcp_tune.launch.RankFailure` naming it.
     """
+    check_timeout("timeout", timeout)
+    check_timeout("collective_timeout", collective_timeout)
     if under_torchrun():
         backend = init_from_env(collective_timeout)
         out = train_rank(dist.get_rank(), dist.get_world_size(), cfg)

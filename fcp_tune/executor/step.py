@@ -1,5 +1,9 @@
 """One training step of one policy on one rank: plan, run the waves, all-reduce, AdamW.
 
+The step is a user of the public integration API (:mod:`fcp_tune.integration`): plan
+agreement, lazy groups, this rank's shards, the loss scale and the gradient sum come from
+there; this module adds the timing and memory accounting ``fcp-tune run`` reports.
+
 Every rank derives the same plan from the same batch (checked with one all-reduce of the
 plan digest), runs the waves whose groups it belongs to (forward and backward of its
 share, gradients accumulate), then waits for the slowest rank (idle), all-reduces the
@@ -10,8 +14,6 @@ depend on how sequences were spread over groups and waves.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,36 +21,13 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from fcp_tune.attention import cp_attention
 from fcp_tune.attention.comm import timed_comm
-from fcp_tune.executor.data import local_batch, target_count
+from fcp_tune.executor.data import batch_tokens
 from fcp_tune.executor.model import Decoder
-from fcp_tune.executor.planahead import Planned, plan_inline
-from fcp_tune.executor.pool import GroupPool
+from fcp_tune.integration import FCP, GroupPool, Planned, StepInputs, plan_inline, sync_gradients, wave_loss
 from fcp_tune.planner import Plan
 from fcp_tune.policy import Policy
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """Make ``rank`` fail at ``step``, for tests: after its first forward (``raise``, or
-    ``kill`` with SIGKILL), or in the planner (``plan``: planning that step's batch raises)."""
-
-    rank: int
-    step: int
-    kind: str = "raise"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("raise", "kill", "plan"):
-            raise ValueError(f"fault kind must be 'raise', 'kill' or 'plan', got {self.kind!r}")
-
-    def planner_failure(self, rank: int, step: int) -> Optional[str]:
-        """The message the planner raises for ``(rank, step)``, or ``None``."""
-        if self.kind == "plan" and (self.rank, self.step) == (rank, step):
-            return f"injected planner fault on rank {rank} at step {step}"
-        return None
 
 
 @dataclass
@@ -60,6 +39,7 @@ class PolicyState:
     model: Decoder
     optimizer: torch.optim.Optimizer
     params: list = field(default_factory=list)
+    fcp: Optional[FCP] = None  # made on first use, sharing the run's group pool
 
 
 @dataclass(frozen=True)
@@ -110,30 +90,6 @@ def _saved_bytes() -> Iterator[list]:
         yield acc
 
 
-def agree_on_plan(planned: Planned, device: torch.device) -> Plan:
-    """One all-reduce proves every rank holds the same plan; a planning failure anywhere
-    raises on every rank (naming the failing rank) instead of leaving peers waiting."""
-    rank = dist.get_rank()
-    digest = planned.plan.digest() if planned.plan is not None else 0
-    failed = rank + 1 if planned.error is not None else 0
-    t = torch.tensor([digest, -digest, failed], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    if int(t[2]):
-        if planned.error is not None:
-            raise RuntimeError(
-                f"planning failed on rank {rank}: {type(planned.error).__name__}: {planned.error}"
-            ) from planned.error
-        raise RuntimeError(f"planning failed on rank {int(t[2]) - 1} (this is rank {rank})")
-    if int(t[0]) != digest or int(t[1]) != -digest:
-        raise RuntimeError(f"ranks derived different plans (digest {digest} on rank {rank})")
-    assert planned.plan is not None
-    return planned.plan
-
-
-def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
-    return logits if logits.dtype == torch.float64 else logits.float()
-
-
 def train_step(
     state: PolicyState,
     seqlens: Sequence[int],
@@ -142,31 +98,29 @@ def train_step(
     seed: int,
     device: torch.device,
     cost=None,
-    fault: Optional[FaultSpec] = None,
     planned: Optional[Planned] = None,
 ) -> StepRecord:
     """Run one step of ``state``'s policy on the global batch ``seqlens``; return this rank's record.
 
-    ``planned`` is the step's plan made ahead (:class:`~fcp_tune.executor.planahead.PlanAhead`);
+    ``planned`` is the step's plan made ahead (:class:`~fcp_tune.integration.PlanAhead`);
     without it the batch is planned here. The groups the plan needs are created first (lazily).
     """
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     if planned is None:
-        fail = fault.planner_failure(rank, step) if fault is not None else None
-        planned = plan_inline(seqlens, state.policy, world, cost, fail)
+        planned = plan_inline(seqlens, state.policy, cost)
     t_start = time.perf_counter() - planned.wait_s  # the step began when the wait for its plan did
-    plan = agree_on_plan(planned, device)
-    new_groups = pool.ensure(plan.ranges(), step)
+    inputs = prepare(state, seqlens, step, pool, seed, device, planned)
+    plan = inputs.plan
     t_waves = time.perf_counter()
     with timed_comm() as attn_comm:
-        loss_sum, peak_act = run_waves(state, plan, seqlens, step, pool, seed, device, fault)
+        loss_sum, peak_act = run_waves(state, inputs)
     t_work = time.perf_counter() - t_start
     waves_s = time.perf_counter() - t_waves
     t0 = time.perf_counter()
     dist.barrier()
     idle = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loss_total = allreduce_grads(state.params, loss_sum, device)
+    loss_total = sync_gradients(state.params, loss_sum)
     allreduce_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     state.optimizer.step()
@@ -180,65 +134,40 @@ def train_step(
         loss=loss_total, tokens=int(sum(seqlens)), waves=len(plan.waves), layout=describe_plan(plan),
         plan_digest=plan.digest(), peak_bytes=peak_act + model_bytes, plan_s=planned.plan_s,
         waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s, plan_wait_s=planned.wait_s,
-        new_groups=new_groups, plan=plan.to_dict() if rank == 0 else None,
+        new_groups=inputs.new_groups, plan=plan.to_dict() if rank == 0 else None,
         seqlens=[int(x) for x in seqlens] if rank == 0 else None,
     )
 
 
-def run_waves(
+def prepare(
     state: PolicyState,
-    plan: Plan,
     seqlens: Sequence[int],
     step: int,
     pool: GroupPool,
     seed: int,
     device: torch.device,
-    fault: Optional[FaultSpec] = None,
-) -> tuple[float, int]:
+    planned: Planned,
+) -> StepInputs:
+    """This rank's waves of step ``step`` through the public API (plan agreement, lazy groups)."""
+    if state.fcp is None:
+        state.fcp = FCP(state.policy, plan_ahead=False, pool=pool, device=device)
+    tokens = batch_tokens(seqlens, state.model.cfg.vocab_size, seed, step)
+    return state.fcp.step(tokens, planned=planned)
+
+
+def run_waves(state: PolicyState, inputs: StepInputs) -> tuple[float, int]:
     """Forward and backward of this rank's share of every wave; gradients accumulate.
 
     Returns this rank's part of the loss (per-token over the whole global batch) and the
     largest activation memory saved for backward in one wave.
     """
-    rank = dist.get_rank()
-    cfg = state.model.cfg
-    n_targets = max(1, target_count(seqlens))
     loss_sum = 0.0
     peak_act = 0
-    for w in range(len(plan.waves)):
-        g = plan.group_of(w, rank)
-        if g is None:
-            continue
-        lb = local_batch(seqlens, g.seq_ids, g.size, rank - g.start, cfg.vocab_size, seed, step)
-        group = pool.get(g.start, g.size)
-
-        def attention(q, k, v, _cu=lb.cu_seqlens, _group=group):
-            return cp_attention(q, k, v, _cu, group=_group, causal=True, scheme=state.policy.scheme)
-
+    for wave in inputs.waves:
         with _saved_bytes() as saved:
-            logits = state.model(lb.ids.to(device), lb.positions.to(device), attention)
-            loss = F.cross_entropy(_loss_dtype(logits), lb.targets.to(device), ignore_index=-100, reduction="sum")
-            loss = loss / n_targets
+            logits = state.model(wave.input_ids, wave.position_ids, wave.attention)
+            loss = wave_loss(logits, wave)
         peak_act = max(peak_act, saved[0])
-        if fault is not None and fault.kind != "plan" and fault.rank == rank and fault.step == step:
-            if fault.kind == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            raise RuntimeError(f"injected fault on rank {rank} at step {step}")
         loss.backward()
         loss_sum += float(loss.detach())
     return loss_sum, peak_act
-
-
-def allreduce_grads(params: list, loss_sum: float, device: torch.device) -> float:
-    """Sum gradients and the loss over the world in one collective."""
-    flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-    buf = torch.cat(flat + [torch.tensor([loss_sum], dtype=flat[0].dtype, device=device)])
-    dist.all_reduce(buf)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        p.grad.copy_(buf[offset : offset + n].view_as(p))
-        offset += n
-    return float(buf[-1])

@@ -28,12 +28,14 @@ import heapq
 
 import numpy as np
 
+from fcp_tune.planner.adaptive_wave import draft, realise, row_table
 from fcp_tune.planner.cost import CostFn, allowed_sizes, cost_table
-from fcp_tune.planner.packing import min_degrees, pack_class
-from fcp_tune.planner.pool import draft, realise, row_table
+from fcp_tune.planner.joint import critical_path, plan_joint
+from fcp_tune.planner.packing import pack_class
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.table import estimate_table, tabulated
 from fcp_tune.planner.vocab import Vocabulary, build_vocabulary, layout, legal_sizes, min_sizes, restrict
-from fcp_tune.policy import Policy
+from fcp_tune.policy import Policy, min_degrees
 
 Placed = list[list[tuple[int, int, list[int]]]]
 
@@ -46,23 +48,9 @@ NEAR_BOUND = 1.03  # stop trying pool degrees when within 3 % of the wave's lowe
 def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     """Waves of ``(start, size, seq_ids)`` for the adaptive policy (see the module docstring)."""
     n, budget = policy.world_size, policy.token_budget
-    mins = min_degrees(lengths, budget)
-    over = np.nonzero(mins > n)[0]
-    if over.size:
-        policy.degree_for(int(lengths[over[0]]))  # raises, naming the length
     # Only sizes the cost allows (the scheme's feasible degrees: planner.cost.feasible_cost).
     vocab = build_vocabulary(n, policy.gpus_per_node, policy.max_communicators, allowed_sizes(cost))
-    if vocab.capped:  # plan with vocabulary sizes only (module fcp_tune.planner.vocab)
-        cost = restrict(cost, vocab)
-        mins = min_sizes(lengths, mins, vocab, budget)
-    bins: list[list[int]] = []
-    bin_min: list[int] = []
-    for d in sorted(set(mins.tolist()), reverse=True):
-        members = np.nonzero(mins == d)[0].tolist()
-        packed = [[s] for s in members] if d >= 4 else pack_class(members, lengths, d, budget)
-        bins.extend(packed)
-        bin_min.extend([d] * len(packed))
-    m = np.asarray(bin_min, dtype=np.int64)
+    cost, bins, m, lengths = _bins(lengths, policy, cost, vocab)
     base = cost_table(cost, [lengths[b] for b in bins], m[:, None])[:, 0]
     splits = [_balanced_waves(m, base * m, n)]
     if len(splits[0]) > 1:
@@ -78,7 +66,38 @@ def plan_adaptive(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
                 break  # already slower than the other split
         else:
             best_total, best_plan = total, layouts
+    # The paper's plan is one candidate; the joint list schedule (module .joint) another.
+    joint = plan_joint(bins, m, lengths, n, budget, cost, vocab)
+    if joint is not None and joint[0] < critical_path(best_plan, lengths, n, cost):
+        return joint[1]
     return best_plan
+
+
+def _bins(
+    lengths: np.ndarray, policy: Policy, cost: CostFn, vocab: Vocabulary
+) -> tuple[CostFn, list[list[int]], np.ndarray, np.ndarray]:
+    """Step 1 (memory-aware packing): the planning cost, the packed bins and their minimum sizes.
+
+    The cost is the tabulated form (module :mod:`.table`), limited to the vocabulary's sizes
+    when it is capped. Raises (naming the length) for a sequence that fits nowhere.
+    """
+    n, budget = policy.world_size, policy.token_budget
+    cost = tabulated(cost)  # a calibrated model's tabulated form (module fcp_tune.planner.table)
+    mins = min_degrees(lengths, budget)
+    over = np.nonzero(mins > n)[0]
+    if over.size:
+        policy.degree_for(int(lengths[over[0]]))  # raises, naming the length
+    if vocab.capped:  # plan with vocabulary sizes only (module fcp_tune.planner.vocab)
+        cost = restrict(cost, vocab)
+        mins = min_sizes(lengths, mins, vocab, budget)
+    bins: list[list[int]] = []
+    bin_min: list[int] = []
+    for d in sorted(set(mins.tolist()), reverse=True):
+        members = np.nonzero(mins == d)[0].tolist()
+        packed = [[s] for s in members] if d >= 4 else pack_class(members, lengths, d, budget)
+        bins.extend(packed)
+        bin_min.extend([d] * len(packed))
+    return cost, bins, np.asarray(bin_min, dtype=np.int64), lengths
 
 
 def _balanced_waves(m: np.ndarray, work: np.ndarray, n: int) -> list[list[int]]:
@@ -203,7 +222,7 @@ def _lower_bound(
     work = float(c1.sum())
     if rows:
         degs = np.array(row_min, dtype=np.int64)
-        table = cost_table(cost, [lengths[b] for b in rows], np.stack([degs, np.full_like(degs, n)], axis=1))
+        table = estimate_table(cost, [lengths[b] for b in rows], np.stack([degs, np.full_like(degs, n)], axis=1))
         work += float((table[:, 0] * degs).sum())
         return max(work / n, float(table[:, 1].max()))
     return work / n

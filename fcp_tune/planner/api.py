@@ -1,21 +1,38 @@
 """Entry points: :func:`plan_batch` (one batch -> one plan) and :func:`candidate_ranges`.
 
-Input checks live here once; each kind's algorithm lives in its own module (named by its
-entry in :data:`fcp_tune.policy_kinds.KINDS`) and returns waves of ``(start, size, seq_ids)``,
-turned here into the frozen :class:`Plan`.
+Input checks live here once; each kind's algorithm lives in its own module, listed in
+:data:`PLANNERS` under the kind's name (its entry in :data:`fcp_tune.policy.kinds.KINDS`),
+and returns waves of ``(start, size, seq_ids)``, turned here into the frozen :class:`Plan`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from fcp_tune.planner.adaptive import plan_adaptive
 from fcp_tune.planner.cost import CostFn, DefaultCost
+from fcp_tune.planner.megatron import plan_megatron
 from fcp_tune.planner.plan import Group, Plan, Wave
+from fcp_tune.planner.static import plan_static
+from fcp_tune.planner.mcore_dynamic import plan_mcore_dynamic
+from fcp_tune.planner.threshold import Placed, plan_threshold
 from fcp_tune.planner.vocab import build_vocabulary
 from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import kind_of
+
+PlanFn = Callable[[np.ndarray, Policy, CostFn], Placed]
+# Each kind's planner: (lengths, policy, cost) -> waves of (start, size, seq_ids). One line per
+# entry of fcp_tune.policy.kinds.KINDS (a test checks both name the same kinds).
+PLANNERS: Mapping[str, PlanFn] = MappingProxyType({
+    "megatron": plan_megatron,
+    "static": plan_static,
+    "mcore-dynamic": plan_mcore_dynamic,
+    "pow2": plan_threshold,
+    "thresholds": plan_threshold,
+    "adaptive": plan_adaptive,
+})
 
 
 def _lengths(seqlens: Sequence[int]) -> np.ndarray:
@@ -35,33 +52,24 @@ def _lengths(seqlens: Sequence[int]) -> np.ndarray:
     return arr
 
 
-def plan_batch(
-    seqlens: Sequence[int], policy: Policy, world_size: int, cost: CostFn | None = None
-) -> Plan:
+def plan_batch(seqlens: Sequence[int], policy: Policy, *, cost: CostFn | None = None) -> Plan:
     """Plan one batch: which contiguous rank groups process which sequences, wave by wave.
 
-    ``world_size`` must equal ``policy.world_size`` (use :meth:`Policy.with_world_size` to
+    The plan spans ``policy.world_size`` ranks (use :meth:`Policy.with_world_size` to
     evaluate a policy at another size). ``cost`` defaults to :class:`DefaultCost`. The
     result is deterministic and satisfies :meth:`Plan.validate`. Raises ``ValueError`` for
     an empty batch, a length < 1, or a sequence the policy cannot fit.
     """
-    if world_size != policy.world_size:
-        raise ValueError(
-            f"world_size {world_size} differs from the policy's world_size {policy.world_size}; "
-            "use policy.with_world_size(n) to plan at another size"
-        )
     lengths = _lengths(seqlens)
-    placed = kind_of(policy.kind).plan_fn()(lengths, policy, cost if cost is not None else DefaultCost())
+    placed = PLANNERS[policy.kind](lengths, policy, cost if cost is not None else DefaultCost())
     waves = tuple(
         Wave(tuple(Group(int(a), int(b), tuple(sorted(ids))) for a, b, ids in sorted(w, key=lambda g: g[0])))
         for w in placed
     )
-    return Plan(world_size=world_size, waves=waves, kind=policy.kind)
+    return Plan(world_size=policy.world_size, waves=waves, kind=policy.kind)
 
 
-def candidate_ranges(
-    policy: Policy, world_size: int, max_seqlen: int | None = None
-) -> tuple[tuple[int, int], ...]:
+def candidate_ranges(policy: Policy, *, max_seqlen: int | None = None) -> tuple[tuple[int, int], ...]:
     """Every ``(start, size)`` :func:`plan_batch` may produce for ``policy``, sorted.
 
     The executor creates one communicator per entry, once, in this order. Fixed-degree
@@ -73,12 +81,8 @@ def candidate_ranges(
     ``policy.max_communicators`` per rank); with ``max_communicators = 0`` any contiguous
     range, all ``N (N + 1) / 2`` of them. The executor creates groups lazily, as plans need them.
     """
-    if world_size != policy.world_size:
-        raise ValueError(
-            f"world_size {world_size} differs from the policy's world_size {policy.world_size}"
-        )
-    n = world_size
-    if not kind_of(policy.kind).aligned:
+    n = policy.world_size
+    if not policy.rule.aligned:
         vocab = build_vocabulary(n, policy.gpus_per_node, policy.max_communicators)
         if vocab.capped:
             return tuple(sorted({(a, 1) for a in range(n)} | set(vocab.ranges)))

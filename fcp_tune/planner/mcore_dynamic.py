@@ -41,7 +41,6 @@ from collections import deque
 import numpy as np
 
 from fcp_tune.planner.cost import CostFn
-from fcp_tune.planner.packing import policy_degrees
 from fcp_tune.policy import Policy
 
 Placed = list[list[tuple[int, int, list[int]]]]
@@ -195,7 +194,7 @@ def schedule(lengths: np.ndarray, degrees: np.ndarray, world_size: int) -> list[
 def plan_mcore_dynamic(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     """Waves of ``(start, size, seq_ids)`` (module docstring); ``cost`` is unused (the
     scheduler balances its own ``L^2 / cp`` estimate)."""
-    degrees = policy_degrees(policy, lengths)  # rule 1; raises, naming the length, past N
+    degrees = policy.degrees_for(lengths)  # rule 1; raises, naming the length, past N
     waves: Placed = []
     for rnd in schedule(lengths, degrees, policy.world_size):
         base = len(waves)

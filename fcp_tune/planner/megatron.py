@@ -5,7 +5,7 @@ One CP degree ``d`` for the run, ``N / d`` data-parallel replicas at ranks ``[r 
 
 1. every sequence is padded to a multiple of ``2 d`` tokens (TransformerEngine's THD
    format splits each sequence of a packed micro-batch into ``2 d`` equal chunks, two per
-   CP rank: :func:`~fcp_tune.policy_kinds.pad_to_multiple`);
+   CP rank: :func:`~fcp_tune.policy.degrees.pad_to_multiple`);
 2. the padded sequences are packed **first fit, in arrival order** into micro-batches of
    at most ``d * token_budget`` tokens (every rank then holds exactly ``padded / d`` tokens
    of each sequence, so a micro-batch fits memory iff its padded tokens fit;
@@ -25,9 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from fcp_tune.planner.cost import CostFn
-from fcp_tune.planner.packing import policy_degrees
 from fcp_tune.policy import Policy
-from fcp_tune.policy_kinds import kind_of
 
 Placed = list[list[tuple[int, int, list[int]]]]
 
@@ -74,7 +72,7 @@ def plan_megatron(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
 
     ``cost`` is unused: Megatron-LM does not balance by cost.
     """
-    policy_degrees(policy, lengths)  # raises, naming the length, for a sequence that cannot fit
+    policy.degrees_for(lengths)  # raises, naming the length, for a sequence that cannot fit
     d = int(policy.degree)  # type: ignore[arg-type]
-    padded = kind_of(policy.kind).padded(policy, lengths)
+    padded = policy.padded(lengths)
     return deal_round_robin(first_fit(padded, d * policy.token_budget), d, policy.world_size)

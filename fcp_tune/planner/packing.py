@@ -3,7 +3,6 @@
 - :func:`~fcp_tune.schemes.layout.rank_loads` / :func:`~fcp_tune.schemes.layout.fits`
   (re-exported): tokens each rank of a group holds under the exact zigzag chunking of
   :mod:`fcp_tune.schemes.layout`, the one layout every caller uses.
-- :func:`policy_degrees`: :meth:`Policy.degree_for` for a whole batch at once.
 - :func:`pack_class`: best-fit-decreasing packing of sequences that share one degree into
   bins whose every rank stays within the token budget.
 - :func:`place_fixed`: first-fit placement of fixed-degree bins onto aligned contiguous
@@ -17,40 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from fcp_tune.policy import Policy, min_degree_for
-from fcp_tune.policy_kinds import kind_of
 from fcp_tune.schemes.layout import fits, rank_loads, rule_capacity, rule_sizes  # noqa: F401 (re-exported)
 
 _KEY = 1 << 24  # bin-index field of the packing sort keys (more bins than this is absurd)
-
-
-def min_degrees(lengths: np.ndarray, budget: int) -> np.ndarray:
-    """:func:`~fcp_tune.policy.min_degree_for` of every length (fast path for even budgets)."""
-    m = -(-lengths // budget)
-    if budget % 2:
-        for k, length in enumerate(lengths.tolist()):
-            m[k] = min_degree_for(length, budget)
-    return np.maximum(m, 1)
-
-
-def policy_degrees(policy: Policy, lengths: np.ndarray) -> np.ndarray:
-    """``policy.degree_for(L)`` for every length; raises (naming the length) like it does."""
-    m = min_degrees(lengths, policy.token_budget)
-    rule = kind_of(policy.kind)
-    d = rule.wanted(policy, lengths, m)
-    if not rule.raise_to_min:
-        short = np.nonzero(d < m)[0]
-        if short.size:
-            policy.degree_for(int(lengths[short[0]]))  # raises with the policy's message
-    d = np.maximum(d, m)
-    if policy.token_budget % 2:  # odd budget: a raised degree may need one more (fitting_degree)
-        for k in np.nonzero((d > m) & (lengths > d * (policy.token_budget - 1)))[0].tolist():
-            if d[k] <= policy.world_size:
-                d[k] = policy.degree_for(int(lengths[k]))
-    over = np.nonzero(d > policy.world_size)[0]
-    if over.size:
-        policy.degree_for(int(lengths[over[0]]))  # raises with the policy's message
-    return d
 
 
 def pack_class(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from fcp_tune.schemes.layout import max_tokens_per_rank
-from fcp_tune.policy_kinds import kind_of
 
 if TYPE_CHECKING:
     from fcp_tune.policy import Policy
@@ -142,7 +141,7 @@ class Plan:
                         raise ValueError(f"{where}: sequence {s} already placed in wave {seen[s]}")
                     seen[s] = w
                     need = policy.degree_for(int(seqlens[s]))
-                    exact = kind_of(policy.kind).exact
+                    exact = policy.rule.exact
                     if g.size < need or (exact and g.size != need):
                         rel = "exactly" if exact else "at least"
                         raise ValueError(

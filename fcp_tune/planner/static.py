@@ -24,7 +24,7 @@ import heapq
 import numpy as np
 
 from fcp_tune.planner.cost import CostFn, cost_table
-from fcp_tune.planner.packing import pack_class, policy_degrees
+from fcp_tune.planner.packing import pack_class
 from fcp_tune.planner.threshold import Placed, place_by_degree
 from fcp_tune.policy import Policy
 
@@ -34,7 +34,7 @@ def plan_static(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     n = policy.world_size
     d = int(policy.degree)  # type: ignore[arg-type]
     budget = policy.token_budget
-    degs = policy_degrees(policy, lengths)
+    degs = policy.degrees_for(lengths)
     regular = np.nonzero(degs == d)[0]
     replicas = n // d
 

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from fcp_tune.planner.cost import CostFn, cost_table
-from fcp_tune.planner.packing import pack_class, place_fixed, policy_degrees
+from fcp_tune.planner.packing import pack_class, place_fixed
 from fcp_tune.policy import Policy
 from fcp_tune.schemes.layout import surely_fits
 
@@ -34,7 +34,7 @@ Placed = list[list[tuple[int, int, list[int]]]]
 
 def plan_threshold(lengths: np.ndarray, policy: Policy, cost: CostFn) -> Placed:
     """Waves of ``(start, size, seq_ids)`` for a pow2 or thresholds policy."""
-    degs = policy_degrees(policy, lengths)
+    degs = policy.degrees_for(lengths)
     n, budget = policy.world_size, policy.token_budget
     candidates = [place_by_degree(lengths, degs, budget, n, cost)]
     balanced = place_balanced(lengths, degs, budget, n, cost)

@@ -14,6 +14,7 @@ from pathlib import Path
 from fcp_tune.errors import FcpTuneError
 
 
+
 def bundled_profiles_dir() -> Path:
     """The directory holding the bundled profile YAML files."""
     return Path(str(resources.files("fcp_tune") / "data" / "profiles"))

@@ -28,11 +28,12 @@ import torch.distributed as dist
 
 from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.limits import check_int, check_local_procs
 from fcp_tune.hardware import collect_hardware
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
-from fcp_tune.attention.comm import group_info
+from fcp_tune.attention.comm import WORLD, group_info
 from fcp_tune.profile.layer import (
     activation_bytes_per_token, measure_core_overhead, measure_linear, sync_device, torch_dtype,
 )
@@ -60,6 +61,9 @@ class ProfileSettings:
     def __post_init__(self) -> None:
         if not self.lengths or any(int(x) < 1 for x in self.lengths):
             raise FcpTuneError(f"attention lengths must be positive, got {self.lengths}")
+        if max(self.lengths) > MAX_PROFILE_LEN:  # longer blocks are extrapolated, not measured
+            raise FcpTuneError(f"max_len (largest attention length) must be <= {MAX_PROFILE_LEN:,}, "
+                               f"got {max(self.lengths):,}")
         if not self.message_bytes or any(int(x) < 4 for x in self.message_bytes):
             raise FcpTuneError(f"message sizes must be >= 4 bytes, got {self.message_bytes}")
         bad = [op for op in self.ops if op not in OPS]
@@ -69,10 +73,14 @@ class ProfileSettings:
             raise FcpTuneError("warmup must be >= 0, repeats and linear_tokens >= 1")
 
 
+# The longest attention block measured (1 M tokens); the cost model extrapolates beyond.
+MAX_PROFILE_LEN = 1 << 20
+
+
 def default_settings(model: ModelConfig, quick: bool, cuda: bool, max_len: int | None = None) -> ProfileSettings:
     """Grids sized for the device: powers of two from 64 up to 16K (GPU) or 4K (CPU); ``quick``
     stops at 4K / 1K, measures 4 KiB..4 MiB messages instead of 4 KiB..64 MiB, with fewer repeats."""
-    top = max_len or ((4096 if quick else 16384) if cuda else (1024 if quick else 4096))
+    top = check_int("max_len", max_len, 1, MAX_PROFILE_LEN) if max_len else ((4096 if quick else 16384) if cuda else (1024 if quick else 4096))
     lengths = tuple(2**i for i in range(6, 31) if 2**i <= top) or (top,)
     if quick:
         sizes = (4 * KIB, 64 * KIB, 1 * MIB, 4 * MIB)
@@ -167,7 +175,7 @@ def profile_rank(rank: int, world: int, settings: ProfileSettings, events: Any =
     # The attention core's own bookkeeping, alone and over the whole world (it grows with the group).
     linear["core_s_per_token"] = measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats)
     linear["core_world_s_per_token"] = (
-        measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats, group_info(None))
+        measure_core_overhead(s.model, s.linear_tokens, device, s.warmup, s.repeats, group_info(WORLD))
         if world > 1 else linear["core_s_per_token"]
     )
     advance()
@@ -248,8 +256,7 @@ def measure_profile(
         gathered: list = [None] * world if rank == 0 else []
         dist.gather_object(result, gathered if rank == 0 else None, dst=0)
         return combine(gathered, settings, command, label) if rank == 0 else None
-    if nproc < 1:
-        raise FcpTuneError(f"--nproc must be >= 1, got {nproc}")
+    check_local_procs("nproc", nproc)
     backend = "nccl" if cuda and torch.cuda.device_count() >= nproc else "gloo"
     if backend == "gloo":
         # Build an optimizer once here: its first construction imports torch._dynamo (about

@@ -19,14 +19,12 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from fcp_tune.attention.comm import GroupInfo, RingExchange
+from fcp_tune.attention.comm import GroupInfo, RingExchange, all_gather_single, reduce_scatter_single
 from fcp_tune.profile.collectives import BUFFER_ELEM_BYTES, collective, fit_alpha_beta
 from fcp_tune.profile.schema import CommCurve, CommFit, CommSample
 
 _ELEM = BUFFER_ELEM_BYTES  # float32
 MIB = 1 << 20
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
 def message_elems(op: str, nbytes: int, g: int) -> int:
@@ -40,13 +38,13 @@ def message_elems(op: str, nbytes: int, g: int) -> int:
 def _all_gather_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
     out = torch.empty(n, device=device)
     inp = torch.ones(n // g, device=device)
-    return lambda: _all_gather(out, inp, group=group)
+    return lambda: all_gather_single(out, inp, group=group)
 
 
 def _reduce_scatter_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:
     inp = torch.ones(n, device=device)
     out = torch.empty(n // g, device=device)
-    return lambda: _reduce_scatter(out, inp, group=group)
+    return lambda: reduce_scatter_single(out, inp, group=group)
 
 
 def _all_to_all_call(n: int, g: int, group: Any, rank: int, device: torch.device) -> Callable[[], None]:

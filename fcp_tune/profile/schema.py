@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.fileio import check_document, read_document, write_yaml
+from fcp_tune.fileio import check_document, plain, read_document, write_yaml
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS, nccl_row
 from fcp_tune.profile.flops import FLOP_CONVENTION, attention_bwd_flops, attention_fwd_flops
@@ -55,23 +54,6 @@ def _count(value: Any, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise FcpTuneError(f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
-
-
-def plain(value: Any) -> Any:
-    """``value`` as plain YAML/JSON data: str/int/float/bool/None, lists and str-keyed dicts."""
-    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
-        value = value.item()  # numpy scalars
-    if value is None or type(value) in (bool, int, float, str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return str(value)
 
 
 def _get(data: Any, key: str, where: str) -> Any:
@@ -400,7 +382,11 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate a profile YAML file (or a bundled profile named like ``h100-8x-reference``)."""
     from fcp_tune.profile.bundled import resolve_profile_path
 
-    path = resolve_profile_path(path)
+    return read_profile_file(resolve_profile_path(path))
+
+
+def read_profile_file(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate the profile YAML file at ``path`` (a path, not a name)."""
     data = read_document(path, SCHEMA, (SCHEMA_VERSION,))
     return Profile.from_dict(data, source=str(path))
 

@@ -25,6 +25,13 @@ from fcp_tune.schemes.ulysses import Ulysses
 
 REGISTRY: Mapping[str, Scheme] = MappingProxyType({s.name: s for s in (AllGather(), Ring(), Ulysses())})
 SCHEMES: tuple[str, ...] = tuple(REGISTRY)
+# The scheme every policy, cost model and command uses unless told otherwise.
+DEFAULT_SCHEME = "allgather"
+
+
+def scheme_names() -> str:
+    """The registered schemes for help texts: ``allgather, ring or ulysses``."""
+    return " or ".join(filter(None, (", ".join(SCHEMES[:-1]), SCHEMES[-1])))
 
 
 def get_scheme(name: str) -> Scheme:
@@ -35,4 +42,4 @@ def get_scheme(name: str) -> Scheme:
     return scheme
 
 
-__all__ = ["Blocks", "CommStep", "REGISTRY", "SCHEMES", "Scheme", "get_scheme"]
+__all__ = ["Blocks", "CommStep", "DEFAULT_SCHEME", "REGISTRY", "SCHEMES", "Scheme", "get_scheme", "scheme_names"]

@@ -97,7 +97,7 @@ def fits(lengths: Lengths, degree: int, budget: int) -> bool:
     return max_tokens_per_rank(lengths, degree) <= budget
 
 
-def _plain(x):
+def _int_if_scalar(x):
     """Scalars back to Python ints; arrays unchanged."""
     return x if np.ndim(x) else int(x)
 
@@ -108,7 +108,7 @@ def rule_sizes(lengths, degree):
     Ints or arrays (``degree`` may be an array broadcasting with ``lengths``).
     """
     d = np.asarray(degree)
-    return _plain(lengths + np.where(d == 1, 0, 2 * d))
+    return _int_if_scalar(lengths + np.where(d == 1, 0, 2 * d))
 
 
 def rule_capacity(degree, budget: int):
@@ -118,7 +118,7 @@ def rule_capacity(degree, budget: int):
     fewer than ``L/d + 2`` tokens of each sequence); the converse does not hold. Ints or arrays.
     """
     d = np.asarray(degree)
-    return _plain(np.where(d == 1, budget, d * (budget + 1)))
+    return _int_if_scalar(np.where(d == 1, budget, d * (budget + 1)))
 
 
 def surely_fits(total_tokens, num_seqs, degree, budget: int):

@@ -6,13 +6,15 @@ and average. A kind that pads sequences (``megatron``: to ``2 * cp``) is planned
 on the padded lengths; its efficiency is still measured against the bound of the real
 batch. Deterministic: the batches come from the workload's seeded sampler.
 
-The baselines (:func:`baseline_policies`) are what every report compares with, each run
-as its users run it: ``megatron:D`` at every degree dividing N that fits (Megatron-LM
-static CP; users sweep ``--context-parallel-size``, so the fastest is "megatron tuned",
-the smallest is shown beside it), ``static:D`` at every such degree (fcp-tune's
-cost-balanced static planner; the best is "best static") and ``mcore-dynamic``
-(Megatron-Core dynamic CP), plus ``adaptive``. Megatron's baselines run Megatron-LM's
-default ``--cp-comm-type p2p``: the ``ring`` scheme, communication overlapped with compute.
+The baselines (:func:`fcp_tune.policy.specs.baseline_policies`) are what every report compares
+with, each run as its users run it: ``megatron:D`` at every degree dividing N that fits, up to
+:data:`~fcp_tune.policy.kinds.MEGATRON_SWEEP_MAX` (Megatron-LM static CP; users sweep
+``--context-parallel-size``, so the fastest is "megatron tuned", the smallest is shown beside
+it), ``static:D`` at every such degree (fcp-tune's cost-balanced static planner; the best is
+"best static") and ``mcore-dynamic`` (Megatron-Core dynamic CP), plus ``adaptive``.
+Megatron's baselines run Megatron-LM's default ``--cp-comm-type p2p``: the ``ring`` scheme,
+communication overlapped with compute (:data:`~fcp_tune.policy.kinds.MEGATRON_SCHEME`); each
+policy is costed with its own scheme, the ideal bound with the evaluator's.
 
 Every score carries the batch's model FLOPs (:func:`fcp_tune.mfu.model_flops`), TFLOP/s
 per GPU and MFU, and whether its predicted peak fits the device's memory (the profile's
@@ -29,8 +31,7 @@ from fcp_tune import mfu
 from fcp_tune.costmodel import CostModel
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.vocab import per_rank_count
-from fcp_tune.policy import Policy, min_degree_for
-from fcp_tune.policy_kinds import kind_of, pad_to_multiple, thd_pad_multiple
+from fcp_tune.policy import Policy
 from fcp_tune.workload import BatchSampler, Workload
 
 # Keys of the speedups every comparison reports, and what each compares with.
@@ -40,12 +41,6 @@ COMPARISONS = {
     "mcore_dynamic": "Megatron-Core dynamic CP (hybrid CP, BalancedCPScheduler; ring/p2p)",
     "best_static": "fcp-tune's best cost-balanced static degree",
 }
-# The attention scheme Megatron-LM's users run: --cp-comm-type p2p (the default).
-MEGATRON_SCHEME = "ring"
-# The largest CP degree the tuned Megatron sweep tries (8 nodes of 8 GPUs). Larger degrees give
-# each rank under 1/64 of a sequence: slower in every row measured (docs/BENCHMARKS.md), and
-# pricing a ring of d ranks costs d^2 blocks per sequence length.
-MEGATRON_SWEEP_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -96,11 +91,10 @@ class Evaluator:
 
     def score(self, policy: Policy) -> Score:
         steps, effs, mem, waves = [], [], 0.0, []
-        rule = kind_of(policy.kind)
         cost = self.cost_for(policy.scheme)
         for batch in self.batches:
-            lengths = rule.padded(policy, batch).tolist()
-            plan = plan_batch(lengths, policy, self.world_size, cost=cost)
+            lengths = policy.padded(batch).tolist()
+            plan = plan_batch(lengths, policy, cost=cost)
             pred = cost.predict(plan, lengths, policy.token_budget)
             # the bound of the real batch, under the evaluator's scheme for every policy
             ideal = self.cost.ideal_time(batch, self.world_size, policy.token_budget)
@@ -109,7 +103,7 @@ class Evaluator:
             mem = max(mem, max(pred.peak_memory_bytes))
             waves.append(len(plan.waves))
         step = statistics.fmean(steps)
-        ranges = [r for r in candidate_ranges(policy, self.world_size, self.max_len) if r[1] > 1]
+        ranges = [r for r in candidate_ranges(policy, max_seqlen=self.max_len) if r[1] > 1]
         hw = self.cost.profile.hardware
         tflops, util = mfu.utilisation(self.cost.model, self.flops, step, self.world_size, hw)
         return Score(step, self.tokens / step, statistics.fmean(effs), mem, statistics.fmean(waves), len(ranges),
@@ -120,66 +114,44 @@ class Evaluator:
         return self.score(policy).step_s
 
 
-def megatron_degrees(world_size: int, token_budget: int, max_len: int,
-                     max_degree: int | None = None) -> list[int]:
-    """Every ``--context-parallel-size`` a Megatron-LM user can run: dividing N, and holding the
-    longest sequence after its ``2 * cp`` padding (ascending; the first is the smallest that fits),
-    up to ``max_degree`` (default :data:`MEGATRON_SWEEP_MAX`; the smallest that fits is always in)."""
-    top = MEGATRON_SWEEP_MAX if max_degree is None else max_degree
-    fits = [d for d in range(min_degree_for(max_len, token_budget), world_size + 1)
-            if world_size % d == 0 and int(pad_to_multiple([max_len], thd_pad_multiple(d))[0]) <= d * token_budget]
-    return [d for k, d in enumerate(fits) if k == 0 or d <= top]
+@dataclass(frozen=True)
+class Scored:
+    """A named policy and its score (a baseline row; the kind is read from the policy, not the name)."""
+
+    name: str
+    policy: Policy
+    score: Score
 
 
-def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """The baselines (module docstring): ``megatron:D`` at every degree a user can run,
-    ``static:D`` at every feasible degree dividing N, ``mcore-dynamic``; plus ``adaptive``.
-
-    Megatron's two run :data:`MEGATRON_SCHEME`; fcp-tune's own (static, adaptive) ``scheme``.
-    """
-    common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
-    mega = dict(common, scheme=MEGATRON_SCHEME)
-    need = min_degree_for(max_len, token_budget)
-    # Megatron-LM needs DP = N / CP: static degrees that divide the world size.
-    degrees = [d for d in range(need, world_size + 1) if world_size % d == 0]
-    out: list[tuple[str, Policy]] = [
-        (f"megatron:{d}", Policy(kind="megatron", degree=d, **mega))
-        for d in megatron_degrees(world_size, token_budget, max_len)
-    ]
-    out += [(f"static:{d}", Policy(kind="static", degree=d, **common)) for d in degrees]
-    out.append(("mcore-dynamic", Policy(kind="mcore-dynamic", **mega)))
-    out.append(("adaptive", Policy(kind="adaptive", **common)))
-    return out
-
-
-def _fastest(scores: Sequence[tuple[str, Score]]) -> tuple[str, Score]:
+def _fastest(scores: Sequence[Scored]) -> Scored:
     """The fastest of ``scores`` that fits the device (of all of them if none fits)."""
-    fitting = [x for x in scores if x[1].fits] or list(scores)
-    return min(fitting, key=lambda x: x[1].step_s)
+    fitting = [s for s in scores if s.score.fits] or list(scores)
+    return min(fitting, key=lambda s: s.score.step_s)
 
 
-def best_static(scores: Sequence[tuple[str, Score]]) -> tuple[str, Score]:
-    """The fastest of the static baselines."""
-    return _fastest([(n, s) for n, s in scores if n.startswith("static:")])
+def best_static(scores: Sequence[Scored]) -> Scored:
+    """The fastest of the ``static`` baselines (that fit the device)."""
+    return _fastest([s for s in scores if s.policy.kind == "static"])
 
 
-def reference_scores(scores: Sequence[tuple[str, Score]]) -> dict[str, tuple[str, Score]]:
+def reference_scores(scores: Sequence[Scored]) -> dict[str, tuple[str, Score]]:
     """The baselines of :data:`COMPARISONS` among ``scores``: key -> (name, score); missing ones left out.
 
-    ``megatron`` is the fastest Megatron degree that fits (the tuned one), ``megatron_smallest``
-    the first (the smallest degree; baseline lists put it first).
+    ``megatron`` is the fastest Megatron degree that fits the device (the tuned one),
+    ``megatron_smallest`` the smallest degree.
     """
     out: dict[str, tuple[str, Score]] = {}
-    mega = [(n, s) for n, s in scores if n.startswith("megatron")]
+    mega = [s for s in scores if s.policy.kind == "megatron"]
     if mega:
-        out["megatron"] = _fastest(mega)
-        out["megatron_smallest"] = mega[0]
-    dyn = [(n, s) for n, s in scores if n == "mcore-dynamic"]
+        tuned, small = _fastest(mega), min(mega, key=lambda s: s.policy.degree or 0)
+        out["megatron"], out["megatron_smallest"] = (tuned.name, tuned.score), (small.name, small.score)
+    dyn = [s for s in scores if s.policy.kind == "mcore-dynamic"]
     if dyn:
-        out["mcore_dynamic"] = dyn[0]
-    if any(n.startswith("static:") for n, _ in scores):
-        out["best_static"] = best_static(scores)
-    return out
+        out["mcore_dynamic"] = (dyn[0].name, dyn[0].score)
+    if any(s.policy.kind == "static" for s in scores):
+        best = best_static(scores)
+        out["best_static"] = (best.name, best.score)
+    return {key: out[key] for key in COMPARISONS if key in out}
 
 
 def speedups_over(step_s: float, refs: dict[str, tuple[str, Score]]) -> dict[str, float]:

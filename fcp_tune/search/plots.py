@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fcp_tune.fileio import save_png
 from fcp_tune.search.study import SearchResult
 from fcp_tune.workload import Workload
 
@@ -57,8 +58,8 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
     ax.set_title("searched length-to-degree map over the workload")
     paths.append(_save(fig, out / "degree_map.png", plt))
 
-    names = ["searched"] + [n for n, _ in result.baselines]
-    times = [result.score.step_s] + [s.step_s for _, s in result.baselines]
+    names = ["searched"] + [b.name for b in result.baselines]
+    times = [result.score.step_s] + [b.score.step_s for b in result.baselines]
     if len(names) > 16:  # keep the best few statics
         keep = sorted(range(1, len(names)), key=lambda i: times[i])[:12]
         keep = [0] + sorted(keep, key=lambda i: names[i])
@@ -74,6 +75,7 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_png(fig, path)  # atomic: no reader sees half a PNG
+    finally:
+        plt.close(fig)

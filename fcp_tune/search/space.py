@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.schemes import DEFAULT_SCHEME
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ThresholdSpace:
     ranges: int
     min_len: int
     max_len: int
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
 
     def __post_init__(self) -> None:
         if self.world_size < 1:

@@ -10,25 +10,42 @@ each trial carries its policy and prediction as user attributes (:mod:`.attrs`).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.redact import redact
+
+# A journal write holds ``PATH.lock`` for milliseconds; one older than this was left by a
+# search that was killed (``kill -9``) while writing, and would cost Optuna's 30 s grace period.
+STALE_LOCK_S = 10.0
 
 
 def open_storage(spec: Optional[str]) -> Any:
-    """An Optuna storage for ``spec`` (None: in memory); a clear error if it cannot be used."""
+    """An Optuna storage for ``spec`` (None: in memory); a clear error if it cannot be used.
+
+    Error messages name the storage with any password redacted.
+    """
+    if spec is None:
+        return None
+    try:
+        return _open(spec)
+    except FcpTuneError as exc:
+        raise FcpTuneError(redact(str(exc))) from None
+
+
+def _open(spec: str) -> Any:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    if spec is None:
-        return None
     if spec.startswith("journal:"):
         path = Path(spec[len("journal:") :])
         _check_dir(path, spec)
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise FcpTuneError(f"storage {spec}: file is not readable and writable")
+        check_stale_lock(path, spec)
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except Exception as exc:  # noqa: BLE001 - name the storage, not the library
@@ -58,3 +75,17 @@ def _check_dir(path: Path, spec: str) -> None:
         raise FcpTuneError(f"storage {spec}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise FcpTuneError(f"storage {spec}: directory {parent} is not writable")
+
+
+def check_stale_lock(path: Path, spec: str, now: Optional[float] = None) -> None:
+    """Refuse a journal whose ``.lock`` is older than :data:`STALE_LOCK_S`, saying how to clear it."""
+    lock = Path(str(path) + ".lock")
+    try:
+        age = (time.time() if now is None else now) - os.lstat(lock).st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        raise FcpTuneError(
+            f"storage {spec}: {lock} is a stale lock ({age:.0f} s old) left by a search that was killed; "
+            f"if no other search uses this storage, remove it (rm {lock}) and run again"
+        )

@@ -12,20 +12,30 @@ device's memory (the profile's ``hardware``), makes the trial infeasible.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.launch import STOP_SIGNALS, Terminated
+from fcp_tune.limits import (MAX_BATCHES, MAX_RANGES, MAX_TRIALS, MAX_WORLD_SIZE, check_float, check_int, check_seed,
+                             check_tokens)
+from fcp_tune.redact import redact
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, save_policy
+from fcp_tune.policy.specs import baseline_policies
 from fcp_tune.profile.schema import Profile
+from fcp_tune.schemes import DEFAULT_SCHEME
 from fcp_tune.search.attrs import record_trial
-from fcp_tune.search.evaluate import Evaluator, Score, baseline_policies, reference_scores, speedups_over
+from fcp_tune.search.evaluate import Evaluator, Score, Scored, reference_scores, speedups_over
 from fcp_tune.search.space import ThresholdSpace
+from fcp_tune.schemes import get_scheme
 from fcp_tune.search.storage import open_storage
 from fcp_tune.workload import Workload
 
@@ -42,7 +52,7 @@ class SearchConfig:
     seed: int = 0
     ranges: int = 5
     batches: int = 8
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     sampler: str = "tpe"
     storage: Optional[str] = None
     study_name: Optional[str] = None
@@ -54,20 +64,17 @@ class SearchConfig:
     comm_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.comm_penalty >= 0:
-            raise FcpTuneError(f"comm_penalty must be >= 0, got {self.comm_penalty}")
-        if self.trials < 1:
-            raise FcpTuneError(f"trials must be >= 1, got {self.trials}")
-        if self.world_size < 1:
-            raise FcpTuneError(f"world size must be >= 1, got {self.world_size}")
-        if self.token_budget < 1:
-            raise FcpTuneError(f"token budget must be >= 1, got {self.token_budget}")
-        if self.ranges < 1:
-            raise FcpTuneError(f"ranges must be >= 1, got {self.ranges}")
-        if self.batches < 1:
-            raise FcpTuneError(f"batches must be >= 1, got {self.batches}")
+        check_float("comm_penalty", self.comm_penalty, 0.0)
+        check_int("trials", self.trials, 1, MAX_TRIALS)
+        check_int("world_size", self.world_size, 1, MAX_WORLD_SIZE)
+        check_tokens("token_budget", self.token_budget)
+        check_int("ranges", self.ranges, 1, MAX_RANGES)
+        check_int("batches", self.batches, 1, MAX_BATCHES)
+        check_seed("seed", self.seed)
         if self.sampler not in SAMPLERS:
             raise FcpTuneError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        get_scheme(self.scheme)  # an unknown scheme is named here, before any work
+        object.__setattr__(self, "command", redact(self.command))  # provenance is shared: no passwords
 
     def default_study_name(self) -> str:
         return (
@@ -80,7 +87,7 @@ class SearchConfig:
 class SearchResult:
     policy: Policy
     score: Score
-    baselines: tuple[tuple[str, Score], ...]
+    baselines: tuple[Scored, ...]
     trials_completed: int
     study_name: str
     elapsed_s: float
@@ -90,7 +97,7 @@ class SearchResult:
         return {
             "policy": self.policy.to_dict(),
             "predicted": self.score.to_dict(),
-            "baselines": {n: s.to_dict() for n, s in self.baselines},
+            "baselines": {b.name: b.score.to_dict() for b in self.baselines},
             "speedups": self.speedups,
             "trials_completed": self.trials_completed,
             "study_name": self.study_name,
@@ -147,6 +154,73 @@ def completed_trials(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE)
 
 
+# A RUNNING trial started longer ago than this belongs to a worker that was killed: it no
+# longer counts against the budget (trials take milliseconds to seconds).
+STALE_TRIAL_S = 600.0
+
+
+def budget_reached(study: Any, trial: Any, trials: int) -> bool:
+    """Whether ``trial`` would exceed the study's budget of ``trials`` completed trials.
+
+    Counts what every worker sharing the storage has completed, plus the trials still running
+    that started before this one (lower numbers): when two workers race for the last trial,
+    the earlier one runs it and the later one stops, so the study ends at ``trials``.
+    """
+    import datetime as _dt
+
+    import optuna
+
+    state = optuna.trial.TrialState
+    now = _dt.datetime.now()
+    done = running = 0
+    for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.RUNNING)):
+        if t.state == state.COMPLETE:
+            done += 1
+        elif t.number < trial.number and t.datetime_start is not None \
+                and (now - t.datetime_start).total_seconds() < STALE_TRIAL_S:
+            running += 1
+    return done + running >= trials
+
+
+class _StopRequest:
+    """SIGINT, SIGTERM or SIGHUP during a search: finish the running trial, stop, then raise
+    (``KeyboardInterrupt`` for SIGINT, :class:`~fcp_tune.launch.Terminated` otherwise). Stopping
+    between trials never leaves a journal lock or a RUNNING trial behind; a second signal
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    @contextmanager
+    def on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.signum is not None:
+                self._raise(signum)
+            self.signum = signum
+
+        sigs = (signal.SIGINT,) + STOP_SIGNALS
+        previous = {s: signal.signal(s, handler) for s in sigs}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def raise_if_stopped(self) -> None:
+        if self.signum is not None:
+            self._raise(self.signum)
+
+
 def run_search(
     cfg: SearchConfig,
     profile: Profile,
@@ -163,7 +237,14 @@ def run_search(
     )
     study = open_study(cfg, space)
 
+    import optuna
+
+    stop = _StopRequest()
+
     def objective(trial: Any) -> float:
+        if stop.signum is not None or budget_reached(study, trial, cfg.trials):
+            study.stop()  # another worker's trials filled the budget, or a signal asked to stop
+            raise optuna.TrialPruned("not run: the study's trial budget is reached or the search is stopping")
         bounds, degrees = space.suggest(trial)
         score = evaluator.score(space.policy(bounds, degrees))
         trial.set_constraint("memory", memory_violation(space.memory_violation(bounds, degrees), score))
@@ -171,24 +252,27 @@ def run_search(
         return score.step_s * (1.0 + cfg.comm_penalty * score.per_rank_communicators)
 
     def callback(study: Any, trial: Any) -> None:
-        if on_trial is not None:
-            on_trial(completed_trials(study), cfg.trials, trial.value if trial.value is not None else float("nan"))
+        done = completed_trials(study)
+        if on_trial is not None and trial.state == optuna.trial.TrialState.COMPLETE:
+            on_trial(min(done, cfg.trials), cfg.trials, trial.value if trial.value is not None else float("nan"))
+        if done >= cfg.trials or stop.signum is not None:  # the budget is shared by every worker
+            study.stop()
 
     remaining = cfg.trials - completed_trials(study)
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
+        with stop.on_signals():
+            study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
+        stop.raise_if_stopped()
     best = best_feasible(study)
     bounds, degrees = space.from_params(best.params)
-    scores = [(n, evaluator.score(p)) for n, p in baseline_policies(
+    scores = [Scored(n, p, evaluator.score(p)) for n, p in baseline_policies(
         cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
     policy = space.policy(bounds, degrees)
     score = evaluator.score(policy)
     refs = reference_scores(scores)
     static_name = refs["best_static"][0]
-    speedups = {n: s.step_s / score.step_s for n, s in scores}
+    speedups = {b.name: b.score.step_s / score.step_s for b in scores}
     speedups.update(speedups_over(score.step_s, refs))  # the COMPARISONS keys
-    import optuna
-
     metadata = {
         "source": "fcp-tune search",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -198,7 +282,8 @@ def run_search(
         "model": model.to_dict(),
         "search": {
             "optuna": optuna.__version__, "sampler": cfg.sampler, "seed": cfg.seed, "trials": completed_trials(study),
-            "ranges": cfg.ranges, "batches": cfg.batches, "study_name": study.study_name, "storage": cfg.storage,
+            "ranges": cfg.ranges, "batches": cfg.batches, "study_name": study.study_name,
+            "storage": redact(cfg.storage) if cfg.storage else None,
             "best_trial": best.number,
         },
         "predicted": {
@@ -208,7 +293,7 @@ def run_search(
             "megatron_smallest": refs["megatron_smallest"][0] if "megatron_smallest" in refs else None,
             "tflops_per_gpu": score.tflops_per_gpu, "mfu": score.mfu, "fits": score.fits,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
-            "baseline_step_s": {n: s.step_s for n, s in scores},
+            "baseline_step_s": {b.name: b.score.step_s for b in scores},
         },
     }
     policy = Policy(**{**policy.__dict__, "metadata": metadata})
@@ -240,9 +325,9 @@ def memory_violation(budget_violation: float, score: Score) -> float:
 
 
 def reproduce_command(argv: Optional[list[str]] = None) -> str:
-    """The command line that produced this run, for provenance."""
+    """The command line that produced this run, for provenance (credentials redacted)."""
     args = sys.argv[1:] if argv is None else argv
-    return "fcp-tune " + " ".join(shlex.quote(a) for a in args)
+    return redact("fcp-tune " + " ".join(shlex.quote(a) for a in args))
 
 
 def export_policy(result: SearchResult, path: str | Path) -> Path:

@@ -23,61 +23,21 @@ steps. Everything returned is frozen data with a plain-dict form for ``--json``.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.limits import check_timeout
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import Plan, plan_batch
 from fcp_tune.policy import Policy
+from fcp_tune.profile.lookup import BUNDLED_CPU_PROFILE, default_profile_path  # noqa: F401 - re-exported
 from fcp_tune.profile.schema import Profile
 from fcp_tune.workload import Workload
 
 TARGET_MAPE_PCT = 10.0  # the issue's target at 2 local processes (the FCP paper reports 4-8 %)
-BUNDLED_CPU_PROFILE = "cpu-epyc-2proc-tiny.yaml"
-
-
-def default_profile_path(model: str, world_size: int, search: Sequence[Path] | None = None) -> Path:
-    """The profile ``fcp-tune validate`` uses when none is named.
-
-    The newest *measured* profile (by its ``created`` stamp) in ``./profiles`` or the
-    bundled profiles (package data) that was taken on this host (``hardware.hostname``) for
-    ``model`` with at least ``world_size`` ranks; else the bundled
-    ``profiles/cpu-epyc-2proc-tiny.yaml``. Unreadable files are skipped.
-    """
-    from fcp_tune.profile.schema import load_profile
-
-    from fcp_tune.profile.bundled import bundled_profiles_dir
-
-    dirs = list(search) if search is not None else [Path("profiles"), bundled_profiles_dir()]
-    host = socket.gethostname()
-    best: tuple[str, Path] | None = None
-    seen: set[Path] = set()
-    for d in dirs:
-        for path in sorted(Path(d).glob("*.yaml")):
-            if path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
-            try:
-                prof = load_profile(path)
-            except (ValueError, OSError):
-                continue
-            if (prof.label == "measured" and prof.hardware.get("hostname") == host and prof.model.name == model
-                    and prof.world_size >= world_size and (best is None or prof.created > best[0])):
-                best = (prof.created, path)
-    if best is not None:
-        return best[1]
-    for d in dirs:
-        if (Path(d) / BUNDLED_CPU_PROFILE).is_file():
-            return Path(d) / BUNDLED_CPU_PROFILE
-    raise FcpTuneError(
-        f"--profile: no profile found for model {model!r} on {world_size} ranks; measure one with "
-        f"`fcp-tune profile --nproc {world_size} --model {model}` or name a file"
-    )
 
 
 # ---------------------------------------------------------------------- error math
@@ -255,7 +215,7 @@ def compare_step(
     world = policy.world_size
     batch = summary.seqlens if summary.seqlens is not None else batch
     recorded = summary.plan
-    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, world, cost=plan_cost)
+    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, cost=plan_cost)
     if plan.digest() != summary.plan_digest:
         how = "the recorded plan has" if recorded is not None else "re-planning gave"
         raise RuntimeError(
@@ -309,10 +269,9 @@ def validate(
 
     if not policies:
         raise FcpTuneError("policies: at least one (name, policy) pair is needed")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise FcpTuneError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < steps:
-        raise FcpTuneError(f"warmup must be an integer in [0, steps={steps}), got {warmup!r}")
+    # steps, warm-up, seed and world size are checked once, by RunConfig below; the timeout here,
+    # before the cost models are built.
+    check_timeout("timeout", timeout)
     world = policies[0][1].world_size
     sizes = sorted({p.world_size for _, p in policies})
     if len(sizes) != 1:

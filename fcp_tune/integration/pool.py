@@ -10,7 +10,9 @@ planner thread never touches groups.
 ``torch.distributed.split_group`` would split from the default communicator, but it needs
 a default group bound to a device; on gloo (and under :func:`fcp_tune.launch.init_from_env`,
 which binds none) it refuses ("No device associated with the default pg"), so groups are
-made with ``new_group``. The range ``[0, N)`` reuses the world group (no new communicator).
+made with ``new_group``. The range ``[0, N)`` reuses the world group (no new communicator),
+and a one-rank range is no communicator at all: :meth:`GroupPool.get` returns ``None`` for it,
+which :func:`fcp_tune.attention.cp_attention` runs locally without communicating.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class GroupPool:
                         f"ranks [{start}, {start + size}) would belong to more than {self.max_per_rank} "
                         "communicators (max_communicators)"
                     )
-            if (start, size) == (0, self.world_size):
+            if size == 1:
+                group = None  # computes alone: no communicator, nothing to create collectively
+            elif (start, size) == (0, self.world_size):
                 group = dist.group.WORLD
             else:
                 group = dist.new_group(list(range(start, start + size)))
@@ -62,13 +66,12 @@ class GroupPool:
             self.created.append((step, start, size))
         return len(missing)
 
-    def get(self, start: int, size: int) -> dist.ProcessGroup:
+    def get(self, start: int, size: int) -> Optional[dist.ProcessGroup]:
+        """The group of ranks ``[start, start + size)``; ``None`` (no communication) for one rank."""
         try:
-            group = self._groups[(start, size)]
+            return self._groups[(start, size)]
         except KeyError:
             raise ValueError(f"no process group was created for ranks [{start}, {start + size})") from None
-        assert group is not None
-        return group
 
     @property
     def communicators(self) -> int:

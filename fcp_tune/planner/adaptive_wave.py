@@ -25,6 +25,7 @@ import numpy as np
 from fcp_tune.planner.cost import CostFn, cost_table
 from fcp_tune.planner.packing import fits, pack_class
 from fcp_tune.planner.solve import fill_spare, least_makespan_extra
+from fcp_tune.planner.table import estimate_table
 from fcp_tune.planner.vocab import allowed_sizes_mask, round_degree
 from fcp_tune.policy import min_degree_for
 from fcp_tune.schemes.layout import rule_capacity, rule_sizes, surely_fits
@@ -78,7 +79,7 @@ def draft(
     if g == 1:
         long_work = np.zeros(0)
         if rows:
-            long_work = cost_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0]
+            long_work = estimate_table(cost, [lengths[b] for b in rows], np.array(row_m)[:, None])[:, 0]
         ideal = (float(c1.sum()) + float((long_work * np.array(row_m)).sum())) / n
         big = short_arr[c1 > ideal].tolist()
         rows = rows + [[s] for s in big]
@@ -110,9 +111,10 @@ def draft(
         table[: len(rows)] = row_table(rows, m, slack, lengths, budget, cost)
     if pool:
         pool_len = lengths[pool_arr]
+        pair = [pool_len, pool_len[[int(np.argmax(pool_len))]]]
         if getattr(cost, "group_time_table", None) is None:
-            pool_len = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
-        at_g = cost_table(cost, [pool_len, pool_len[[int(np.argmax(pool_len))]]], np.array([[g], [g]]))[:, 0]
+            pair[0] = coarse(pool_len)  # few distinct lengths: cheap for per-length memoising costs
+        at_g = estimate_table(cost, pair, np.array([[g], [g]]))[:, 0]  # optimistic anyway: the table's estimate
         groups_at = (r0 + np.arange(slack + 1)) // g
         table[-1] = np.maximum(at_g[0] / groups_at, at_g[1])
     extra = fill_spare(table, least_makespan_extra(table, slack), slack)
@@ -217,9 +219,11 @@ def deal(
 
 
 def row_table(
-    rows: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn
+    rows: list[list[int]], m: np.ndarray, slack: int, lengths: np.ndarray, budget: int, cost: CostFn,
+    limit: int | None = None,
 ) -> np.ndarray:
-    """``table[i, s]``: time of row ``i`` at ``m[i] + s`` ranks; ``inf`` where memory fails.
+    """``table[i, s]``: time of row ``i`` at ``m[i] + s`` ranks; ``inf`` where memory fails
+    (and above ``limit`` ranks, when given).
 
     Cost functions without ``group_time_table`` are asked about a thinned set of degrees
     (the first 8 extra ranks, then steps of ~25 %); the others are ``inf`` (never chosen).
@@ -234,10 +238,12 @@ def row_table(
         keep[np.unique(np.round(1.25 ** np.arange(60)).astype(np.int64).clip(0, slack))] = True
         steps = np.where(keep, steps, -1)
     degrees = np.where(steps >= 0, m[:, None] + steps[None, :], 0)
+    if limit is not None:
+        degrees = np.where(degrees <= limit, degrees, 0)
     if allowed is not None:
         degrees = np.where(allowed, degrees, 0)
     row_lengths = [lengths[b] for b in rows]
-    table = cost_table(cost, row_lengths, degrees)
+    table = estimate_table(cost, row_lengths, degrees)  # the solver's search; candidates are re-costed exactly
     # A row of <= budget tokens fits any degree; bigger ones may need the exact check.
     totals = np.array([int(x.sum()) for x in row_lengths], dtype=np.int64)
     counts = np.array([len(b) for b in rows], dtype=np.int64)

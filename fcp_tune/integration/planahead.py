@@ -6,7 +6,7 @@ planning ``k + 1`` runs while step ``k`` trains; :meth:`PlanAhead.take` reports 
 the main thread still had to wait (the planning time *not* hidden). Planning is pure
 (:func:`fcp_tune.planner.plan_batch`): the thread never touches process groups. A planner
 exception is returned, not raised, so every rank can agree on the failure collectively
-(:func:`fcp_tune.executor.step.agree_on_plan`) instead of one rank leaving its peers hanging.
+(:func:`fcp_tune.integration.agree.agree_on_plan`) instead of one rank leaving its peers hanging.
 """
 
 from __future__ import annotations
@@ -30,40 +30,38 @@ class Planned:
     wait_s: float  # main thread blocked waiting for it (all of plan_s when planned inline)
 
 
-def make_plan(seqlens: Sequence[int], policy: Policy, world: int, cost: Any = None,
-              fail: Optional[str] = None) -> tuple[Optional[Plan], Optional[BaseException], float]:
-    """Plan one batch, catching the planner's exception; ``fail`` injects one (tests)."""
+def make_plan(seqlens: Sequence[int], policy: Policy,
+              cost: Any = None) -> tuple[Optional[Plan], Optional[BaseException], float]:
+    """Plan one batch, catching the planner's exception (returned, with the planning time)."""
     t0 = time.perf_counter()
     try:
-        if fail is not None:
-            raise RuntimeError(fail)
-        plan, error = plan_batch(seqlens, policy, world, cost=cost), None
+        plan, error = plan_batch(seqlens, policy, cost=cost), None
     except Exception as exc:  # noqa: BLE001 - handed to the collective agreement
         plan, error = None, exc
     return plan, error, time.perf_counter() - t0
 
 
-def plan_inline(seqlens: Sequence[int], policy: Policy, world: int, cost: Any = None,
-                fail: Optional[str] = None) -> Planned:
+def plan_inline(seqlens: Sequence[int], policy: Policy, cost: Any = None) -> Planned:
     """Plan on the calling thread (nothing hidden)."""
-    plan, error, dt = make_plan(seqlens, policy, world, cost, fail)
+    plan, error, dt = make_plan(seqlens, policy, cost)
     return Planned(plan, error, dt, dt)
 
 
 class PlanAhead:
     """One background planning thread; use as a context manager (the thread ends with it)."""
 
-    def __init__(self, world: int) -> None:
-        self.world = world
+    def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcp-plan")
         self._jobs: dict[Hashable, Future] = {}
 
-    def submit(self, key: Hashable, seqlens: Sequence[int], policy: Policy, cost: Any = None,
-               fail: Optional[str] = None) -> None:
+    def submit(self, key: Hashable, seqlens: Sequence[int], policy: Policy, cost: Any = None) -> None:
         """Start planning ``seqlens`` under ``policy`` (with ``cost``) in the background, filed under ``key``."""
         if key in self._jobs:
             raise ValueError(f"plan {key!r} was already submitted")
-        self._jobs[key] = self._pool.submit(make_plan, list(seqlens), policy, self.world, cost, fail)
+        self._jobs[key] = self._pool.submit(make_plan, list(seqlens), policy, cost)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._jobs
 
     def take(self, key: Hashable) -> Planned:
         """Wait for the plan filed under ``key`` and hand it over (with the wait measured)."""
