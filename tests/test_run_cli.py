@@ -76,6 +76,15 @@ def test_cli_run_json(tmp_path):
     assert [p["name"] for p in data["policies"]] == ["mine", "static", "pow2"]
     assert data["world_size"] == 2
     assert all(len(p["steps"]) == 2 for p in data["policies"])
+    # model TFLOP/s beside tokens/s: model FLOPs of the measured batches over their wall time, per rank
+    from fcp_tune.mfu import model_flops
+    from fcp_tune.modelcfg import PRESETS
+
+    for p in data["policies"]:
+        steps = p["steps"]
+        want = sum(model_flops(PRESETS["tiny"], s["seqlens"]) for s in steps) / sum(s["wall_s"] for s in steps) / 2e12
+        assert data["figures"][p["name"]]["tflops_per_gpu"] == pytest.approx(want)
+        assert data["figures"][p["name"]]["mfu"] is None  # no profile: the CPU's peak is unknown
 
 
 @pytest.mark.parametrize(
