@@ -104,7 +104,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['workload']} | {r['world_size']:,} | {r['token_budget']:,} | {r['global_batch_tokens'] / 2**20:.0f}M "
             f"| {refs['megatron']} (smallest {refs['megatron_smallest']}) | {a['step_s']:.3f} "
             f"| {up['megatron']:.2f}x | {up['megatron_smallest']:.2f}x | {up['mcore_dynamic']:.2f}x "
-            f"| {up['best_static']:.2f}x ({refs['best_static']}) | {a['efficiency']:.2f} | {a['mfu']:.1%} "
+            f"| {up['best_static']:.2f}x ({refs['best_static']}) | {a['efficiency']:.3f} | {a['mfu']:.1%} "
             f"| {m['mfu']:.1%} | {r['peak_gib_max']:.1f} / {r['device_gib']:.0f}{'' if r['all_fit'] else ' !'} |"
         )
     return "\n".join(out)
@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--batches", type=int, default=2, help="seeded global batches per row (1 at N >= 1024)")
     ap.add_argument("--out", default="benchmarks/headline.json")
+    ap.add_argument("--from-json", help="only print the tables of a JSON file this script wrote")
     args = ap.parse_args(argv)
+    if args.from_json:
+        print(markdown(json.loads(Path(args.from_json).read_text())["rows"]))
+        return
     rows = []
     for name in args.workloads:
         for n in args.sizes:
