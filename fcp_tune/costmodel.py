@@ -222,17 +222,23 @@ class CostModel:
             raise FcpTuneError(f"degree must be in [1, {self.world_size}], got {degree}")
         if not self._scheme.feasible(degree, self.model):
             return math.inf  # the scheme cannot run it (ulysses: degree must divide H_kv): never the cheapest
-        fwd = bwd = cnt = 0.0
         self._fill(seqlens, degree)
-        for length, times in Counter(int(x) for x in seqlens).items():
-            if length < 0:
-                raise FcpTuneError(f"sequence lengths must be >= 0, got {length}")
-            if length == 0:
-                continue
-            f, b, c = self._seq(length, degree)
-            fwd, bwd, cnt = fwd + times * f, bwd + times * b, cnt + times * c
-        if isinstance(cnt, float):
+        counted = Counter(int(x) for x in seqlens)
+        if min(counted, default=0) < 0:
+            raise FcpTuneError(f"sequence lengths must be >= 0, got {min(counted)}")
+        counted.pop(0, None)
+        if not counted:
             return 0.0
+        # Every distinct length's memoised arrays times its multiplicity: summed one by one for a
+        # few lengths, in one tensordot for many (the planner's pools hold hundreds).
+        parts = [self._seq(length, degree) for length in counted]
+        if len(parts) <= 8:
+            fwd = bwd = cnt = 0.0
+            for (f, b, c), times in zip(parts, counted.values()):
+                fwd, bwd, cnt = fwd + times * f, bwd + times * b, cnt + times * c
+        else:
+            times = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
+            fwd, bwd, cnt = (np.tensordot(times, np.stack([p[i] for p in parts]), axes=1) for i in range(3))
         layers = self.model.layers
         if self._recompute_attn:  # recompute runs the attention forward again inside backward
             bwd = bwd + self._recompute_attn * fwd

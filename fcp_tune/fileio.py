@@ -174,6 +174,8 @@ def write_yaml(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read a YAML file; a missing, unreadable or malformed file raises ``FcpTuneError``."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise FcpTuneError(f"{p}: not a regular file")
     if not p.is_file():
         raise FcpTuneError(f"{p}: no such file")
     try:

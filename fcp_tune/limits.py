@@ -8,8 +8,10 @@ no 10^5 forked ranks):
   a context length and a global batch: 64 x the largest published global batch (Llama 3,
   16 M tokens) and 100 x the longest published context (10 M).
 - ``MAX_DOCUMENTS`` (10^7) caps a built-in generator's ``n``.
-- ``MAX_WORLD_SIZE`` (65,536) caps a simulated or searched world size (-N), the largest
-  clusters trained on today being ~16 K-100 K GPUs; the planner's DP grows with N^2.
+- ``MAX_WORLD_SIZE`` (16,384) caps a simulated or searched world size (-N): Llama 3 405B's
+  16 K GPUs. The adaptive planner's DP grows with N^2: ``simulate static pow2 adaptive
+  --profile h100-64-reference -w lognormal -b 16384 -N 1024`` took 67 s of CPU time
+  (2026-12-03, the loaded 2-core VM); N = 4,096 did not finish in 300 s of wall time.
 - ``LOCAL_PROCS_PER_CPU`` (8): local runs fork at most ``8 x os.cpu_count()`` ranks
   (and never more than ``MAX_LOCAL_PROCS``): more processes than that only time-share.
 - ``MAX_TRIALS`` (10^6) search trials; ``MAX_STEPS`` (10^5) training steps;
@@ -28,7 +30,7 @@ from fcp_tune.errors import FcpTuneError
 
 MAX_TOKENS = 1 << 30
 MAX_DOCUMENTS = 10_000_000
-MAX_WORLD_SIZE = 65_536
+MAX_WORLD_SIZE = 16_384
 LOCAL_PROCS_PER_CPU = 8
 MAX_LOCAL_PROCS = 1024
 MAX_TRIALS = 1_000_000

@@ -35,7 +35,7 @@ class SimulateConfig:
 
     world_sizes: tuple[int, ...]
     token_budget: int
-    scheme: str = "allgather"
+    scheme: str = DEFAULT_SCHEME
     batches: int = 4
     seed: int = 0
     max_communicators: Optional[int] = None

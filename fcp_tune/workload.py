@@ -230,6 +230,8 @@ def load_workload(spec: str, *, global_batch_tokens: int | None = None, max_len:
         raw, source = _Raw(_builtin(spec, seed), spec), f"builtin:{spec} (seed={seed})"
     elif path.is_dir():
         raw, source = _from_directory(path, glob, chars_per_token), str(path)
+    elif path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise FcpTuneError(f"{spec}: not a regular file")
     elif path.exists():
         raw, source = _from_file(path, field, text_field, chars_per_token), str(path)
     elif ":" in spec and "/" not in head:

@@ -146,6 +146,11 @@ CASES: list[tuple[list[str], str]] = [
     (_show("{neg_npy}"), "element 1"),
     (_show("{big_npy}"), "element 1"),
     (_show("{dir}/missing.txt"), "missing.txt"),
+    (_show("{fifo}"), "not a regular file"),
+    (["run", "-w", "{fifo}"], "not a regular file"),
+    (["run", "--policy", "{fifo}"], "fifo"),
+    (_search("--profile", "{fifo}"), "fifo"),
+    (_sim("static", "--profile", "{fifo}"), "fifo"),
     (_show("nosuch:n=3"), "nosuch"),
     (_show("lognormal:n=1000000000000"), "n <="),
     (_show("lognormal:n=0"), "n <="),
@@ -265,7 +270,8 @@ CASES: list[tuple[list[str], str]] = [
     (_sim("static", "-b", BIG), "token_budget"),
     (_sim("static", "--global-batch-tokens", "0"), "global_batch_tokens"),
     (_sim("static", "--global-batch-tokens", BIG), "global_batch_tokens"),
-    (_sim("static", "-N", "65536", "-b", "1000000"), "global_batch_tokens"),
+    (_sim("static", "-N", "16384", "-b", "1000000"), "global_batch_tokens"),
+    (_sim("static", "-N", "16385"), "16,384"),
     (_sim("static", "--batches", "1000000000"), "batches"),
     (_sim("static", "--seed", "-1"), "seed"),
     (_sim("static", "--seed", HUGE), "seed"),
@@ -432,8 +438,6 @@ def test_concurrent_searches_share_the_trial_budget(tmp_path, files):
     from fcp_tune.search.study import completed_trials
 
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    # Create the study first (workers racing to create the database schema is Optuna's business).
-    optuna.create_study(study_name="shared", storage=storage, direction="minimize")
     ctx = mp.get_context("fork")
     trials = 40
     workers = [ctx.Process(target=_worker, args=(storage, files["prof_yaml"], files["wl_txt"], trials))

@@ -27,6 +27,10 @@ def boom(kind: str = "rank") -> None:
                           "  File \"step.py\", line 3, in deep\nValueError: bad shard\n")
     if kind == "runtime":
         raise RuntimeError("NCCL error: unhandled system error")
+    if kind == "type":
+        {}["missing"] += 1  # a bug: KeyError, no handler written for it
+    if kind == "overflow":
+        raise OverflowError("int too large to convert to float")
     raise ValueError("field 'x' must be > 0")
 
 
@@ -55,3 +59,14 @@ def test_verbose_prints_the_traceback_and_other_runtime_errors_keep_theirs():
 def test_bad_input_stays_a_plain_one_line_error():
     code, out = _run("boom", "--kind", "value")
     assert code == 2 and out.strip() == "error: field 'x' must be > 0"
+
+
+def test_unexpected_exceptions_are_one_line_naming_a_private_log():
+    for kind, name in (("type", "KeyError"), ("overflow", "OverflowError")):
+        code, out = _run("boom", "--kind", kind)
+        lines = out.strip().splitlines()
+        m = re.fullmatch(rf"error: internal error: {name}: .* \(traceback: (\S+\.log)\)", lines[0])
+        assert code == 1 and len(lines) == 1 and "Traceback" not in out and m, out
+        log = Path(m.group(1))
+        assert (log.stat().st_mode & 0o777) == 0o600 and (log.parent.stat().st_mode & 0o777) == 0o700
+        assert f"{name}" in log.read_text() and "Traceback (most recent call last)" in log.read_text()

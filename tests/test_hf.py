@@ -86,6 +86,42 @@ def test_labels_shifted_per_shard_break_parity(example, reference, monkeypatch):
     assert dl > 1e-6 and dp > 1e-9, (dl, dp)
 
 
+BATCH = [torch.tensor([5, 9]), torch.tensor([7])]  # on a group of 3, rank 1 holds no token of either
+
+
+def _empty_rank(rank, world, example):
+    from fcp_tune.integration import FCP, sync_gradients, wave_loss
+    from fcp_tune.integration.hf import forward_wave
+    from fcp_tune.policy import Policy
+
+    model = example.build_model("llama", "fcp")
+    with FCP(Policy(kind="static", degree=3, world_size=3, token_budget=48)) as fcp:
+        step = fcp.step(BATCH)
+        tokens = [int(w.input_ids.numel()) for w in step.waves]
+        part = 0.0
+        for wave in step.waves:
+            loss = wave_loss(forward_wave(model, wave), wave)
+            loss.backward()
+            part += float(loss.detach())
+    total = sync_gradients(model.parameters(), part)
+    return total, tokens, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_a_rank_holding_no_token_runs_its_group(example):
+    """transformers cannot reshape zero tokens: a placeholder token runs and adds nothing."""
+    out = run_local(_empty_rank, 3, args=(example,), timeout=120, collective_timeout=60)
+    assert out[1][1] == [0] and out[0][1] == [2] and out[2][1] == [1]
+    ref = example.build_model("llama", "sdpa")
+    count = sum(len(t) - 1 for t in BATCH)
+    for ids in BATCH:
+        logits = ref(input_ids=ids[None], use_cache=False).logits[0]
+        (torch.nn.functional.cross_entropy(logits[:-1], ids[1:], reduction="sum") / count).backward()
+    total, _, grads = out[1]
+    for n, p in ref.named_parameters():
+        assert float((grads[n] - p.grad).abs().max()) <= TOL, n
+
+
 def test_attention_outside_a_wave_is_a_clear_error(example):
     model = example.build_model("llama", "fcp")
     with pytest.raises(RuntimeError, match="with wave"):

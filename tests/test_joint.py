@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from fcp_tune.costmodel import CostModel
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.planner import plan_batch
+from fcp_tune.planner.adaptive import _bins  # the adaptive planner's packed bins
 from fcp_tune.planner.joint import critical_path, plan_joint
+from fcp_tune.planner.plan import Group, Plan, Wave
 from fcp_tune.planner.vocab import build_vocabulary
 from fcp_tune.policy import Policy, min_degree_for
 from fcp_tune.profile.schema import load_profile
@@ -64,8 +66,6 @@ def test_joint_schedules_are_valid_plans(costs, n, cap, fill, seed):
     lengths = [x if min_degree_for(x, budget) <= n else budget for x in lengths]
     policy = Policy("adaptive", n, budget, max_communicators=cap)
     vocab = build_vocabulary(n, policy.gpus_per_node, cap)
-    from fcp_tune.planner.adaptive import _bins  # the adaptive planner's packed bins
-
     cost, bins, m, arr = _bins(np.asarray(lengths, dtype=np.int64), policy, costs[n], vocab)
     got = plan_joint(bins, m, arr, n, budget, cost, vocab)
     if got is None:
@@ -73,8 +73,6 @@ def test_joint_schedules_are_valid_plans(costs, n, cap, fill, seed):
     span, placed = got
     plan = plan_batch(lengths, policy, cost=costs[n])  # the planner's pick: valid and no slower
     plan.validate(lengths, policy)
-    from fcp_tune.planner.plan import Group, Plan, Wave
-
     joint = Plan(n, tuple(Wave(tuple(Group(a, b, tuple(sorted(ids))) for a, b, ids in sorted(w))) for w in placed),
                  "adaptive")
     joint.validate(lengths, policy)

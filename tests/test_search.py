@@ -21,7 +21,7 @@ from fcp_tune.profile.schema import save_profile
 from fcp_tune.profile.synthetic import synthetic_profile
 from fcp_tune.search.evaluate import Evaluator
 from fcp_tune.search.space import ThresholdSpace
-from fcp_tune.search.study import SearchConfig, completed_trials, export_policy, run_search
+from fcp_tune.search.study import SearchConfig, completed_trials, export_policy, recommend, run_search
 from fcp_tune.workload import Workload
 
 runner = CliRunner()
@@ -85,6 +85,19 @@ def test_export_import_roundtrip(tmp_path):
     assert meta["predicted"]["step_s"] == pytest.approx(result.score.step_s)
     assert set(meta["predicted"]["speedup"]) >= {"mcore-dynamic", "mcore_dynamic", "adaptive", "best_static", "megatron"}
     assert meta["command"] == "fcp-tune search ..."
+
+
+def test_recommendation_names_adaptive_with_the_numbers_when_thresholds_fall_behind():
+    assert recommend(1.02, 1.0)["policy"] == "thresholds"
+    rec = recommend(1.10, 1.0)
+    assert rec["policy"] == "adaptive" and rec["searched_vs_adaptive"] == pytest.approx(0.10)
+    assert rec["searched_step_s"] == 1.10 and rec["adaptive_step_s"] == 1.0 and rec["tolerance"] == 0.03
+    prof = synthetic_profile(world_size=2, model=MODEL)
+    result, _, _ = run_search(SearchConfig(world_size=2, token_budget=1024, trials=4, ranges=2, batches=2), prof,
+                              _workload(), MODEL)
+    adaptive = next(b.score.step_s for b in result.baselines if b.policy.kind == "adaptive")
+    assert result.recommendation == recommend(result.score.step_s, adaptive)
+    assert result.to_dict()["recommendation"] == result.recommendation
 
 
 def _cli_inputs(tmp_path):

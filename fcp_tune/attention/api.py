@@ -17,7 +17,6 @@ import functools
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
 
 from fcp_tune.attention.allgather import AllGatherAttention
 from fcp_tune.attention.comm import WORLD, GroupArg, GroupInfo, gather_global, group_info, rank_index, scatter_sum_home

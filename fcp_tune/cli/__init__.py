@@ -27,7 +27,7 @@ class OneLineErrors(TyperGroup):
             from click.exceptions import ClickException, NoArgsIsHelpError
         Abort = typer.Abort
 
-        from fcp_tune.cli.common import usage_error_line
+        from fcp_tune.cli.common import internal_error, usage_error_line
 
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -40,6 +40,9 @@ class OneLineErrors(TyperGroup):
             code = exc.exit_code
         except Abort:
             usage_error_line("aborted")
+            code = 1
+        except Exception as exc:  # noqa: BLE001 - outside any command (a callback, a converter): still one line
+            usage_error_line(internal_error(exc))
             code = 1
         if not standalone_mode:
             return code

@@ -67,9 +67,15 @@ def cli_errors(fn: F) -> F:
         except MemoryError as exc:
             fail("out of memory; lower the sizes asked for" + _keep_cause(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - the last resort: one line, the traceback in a log
-            fail(f"internal error: {type(exc).__name__}: {_first_line(exc)}" + _keep_cause(exc), code=1)
+            fail(internal_error(exc), code=1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def internal_error(exc: BaseException) -> str:
+    """The line for an exception nobody expected (a bug): its type and message, and the log
+    holding its traceback."""
+    return f"internal error: {type(exc).__name__}: {_first_line(exc)}" + _keep_cause(exc)
 
 
 def _first_line(exc: BaseException) -> str:

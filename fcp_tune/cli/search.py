@@ -131,6 +131,11 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
               ("best_static", f"best cost-balanced static ({pred['best_static']})")]
     console.print("searched policy speedup over " + "; ".join(
         f"{label}: {sp[key]:.2f}x" for key, label in labels if key in sp))
+    rec = result.recommendation
+    if rec is not None and rec["policy"] == "adaptive":
+        console.print(f"recommendation: run the adaptive policy - the best thresholds table found is "
+                      f"{100 * rec['searched_vs_adaptive']:+.1f} % slower ({rec['searched_step_s']:.4g} s vs "
+                      f"{rec['adaptive_step_s']:.4g} s per step), beyond the {100 * rec['tolerance']:.0f} % tolerance")
     console.print(f"wrote [bold]{path}[/]")
     for pp in plot_paths:
         console.print(f"plot: {pp}")

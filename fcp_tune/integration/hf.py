@@ -1,8 +1,9 @@
 """Hugging Face ``transformers`` causal LMs trained with FCP (optional extra ``hf``).
 
 :func:`register` adds fcp-tune's context-parallel attention to transformers' attention-function
-registry (``AttentionInterface``) under the name ``"fcp"``, with a mask function that builds no
-mask (the causal, per-sequence structure comes from the wave's ``cu_seqlens``). An
+registry (``AttentionInterface``) under the name ``"fcp"``, and no mask function: transformers then
+builds no attention mask at all (the causal, per-sequence structure comes from the wave's
+``cu_seqlens``), so no ``T x T`` mask is ever allocated. An
 unmodified model built with ``attn_implementation="fcp"`` (Llama, Qwen2/3, Mistral families:
 packed varlen inputs, GQA) then runs each wave's packed local tokens::
 
@@ -58,27 +59,40 @@ def fcp_attention_forward(
         raise ValueError(f"a sequence of {longest} tokens exceeds the sliding window {window}: not supported")
     causal = getattr(module, "is_causal", True) if is_causal is None else bool(is_causal)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    pad = q.shape[0] - wave.input_ids.numel()  # the placeholder row of a rank holding no token
+    if pad:
+        q, k, v = q[:-pad], k[:-pad], v[:-pad]
     out = cp_attention(q, k, v, wave.cu_seqlens, group=wave.group, causal=causal, scheme=wave.scheme, scale=scaling)
+    if pad:
+        out = torch.cat([out, out.new_zeros((pad,) + tuple(out.shape[1:]))])
     return out.unsqueeze(0), None
 
 
-def _no_mask(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
 def register(name: str = NAME) -> str:
-    """Register the attention (and its no-op mask) with transformers; return ``name``."""
+    """Register the attention with transformers; return ``name``.
+
+    Deliberately no ``AttentionMaskInterface`` entry: for an implementation without one,
+    transformers skips mask creation (and its packed-sequence detection, which fails on a
+    rank holding no token).
+    """
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(name, fcp_attention_forward)
-    AttentionMaskInterface.register(name, _no_mask)
     return name
 
 
 def forward_wave(model: torch.nn.Module, wave: WaveInputs, **kwargs: Any) -> torch.Tensor:
-    """Logits ``(T_local, vocab)`` of ``wave``'s tokens through a transformers causal LM."""
+    """Logits ``(T_local, vocab)`` of ``wave``'s tokens through a transformers causal LM.
+
+    A rank holding no token must still run its group's attention (a collective), but
+    transformers' layers cannot reshape zero tokens: the model then runs one placeholder token
+    that attention leaves out (its output row is zero) and whose logits are dropped, so it
+    adds nothing to the loss or the gradients.
+    """
+    ids, pos = wave.input_ids.unsqueeze(0), wave.position_ids.unsqueeze(0)
+    empty = ids.shape[1] == 0
+    if empty:
+        ids, pos = ids.new_zeros((1, 1)), pos.new_zeros((1, 1))
     with wave:
-        out = model(input_ids=wave.input_ids.unsqueeze(0), position_ids=wave.position_ids.unsqueeze(0),
-                    use_cache=False, **kwargs)
-    return out.logits[0]
+        out = model(input_ids=ids, position_ids=pos, use_cache=False, **kwargs)
+    return out.logits[0, :0] if empty else out.logits[0]

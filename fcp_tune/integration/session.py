@@ -2,10 +2,13 @@
 
 >>> fcp = FCP("policy.yaml")                    # after dist.init_process_group
 >>> for step in fcp.stream(batches):            # plans batch k+1 while batch k trains
+...     part = 0.0
 ...     for wave in step.waves:                 # only the waves this rank takes part in
 ...         logits = model(wave.input_ids, wave.position_ids, wave.attention)
-...         wave_loss(logits, wave).backward()  # per-token mean over the whole global batch
-...     loss = sync_gradients(model.parameters(), step.loss_part)
+...         loss = wave_loss(logits, wave)      # its share of the global per-token mean
+...         loss.backward()
+...         part += loss.item()
+...     loss = sync_gradients(model.parameters(), part)   # gradients summed over the world
 ...     opt.step(); opt.zero_grad()
 
 :class:`FCP` owns the three distributed pieces the bundled executor uses too: planning on a
@@ -155,8 +158,8 @@ class FCP:
     ) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("FCP needs torch.distributed initialised (dist.init_process_group) first")
-        if group is not WORLD and group is not dist.group.WORLD and group is not None:
-            if dist.get_world_size(group) != dist.get_world_size():
+        if group is not WORLD and group is not dist.group.WORLD:
+            if group is None or dist.get_world_size(group) != dist.get_world_size():
                 raise ValueError("FCP plans over the whole world: pass WORLD or dist.group.WORLD as group")
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         self.world_size, self.rank = dist.get_world_size(), dist.get_rank()

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from fcp_tune.schemes.layout import shard_layout, tokens_per_rank
+from fcp_tune.schemes.layout import rank_spans
 
 IGNORE_INDEX = -100  # targets never predicted (each sequence's last token, masked labels)
 
@@ -46,6 +46,8 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
 def target_count(targets: Sequence[torch.Tensor]) -> int:
     """Predicted tokens of a batch of (shifted) targets: those not :data:`IGNORE_INDEX`."""
+    if isinstance(targets, Targets):
+        return targets.count()
     return int(sum(int((t != IGNORE_INDEX).sum()) for t in targets))
 
 
@@ -85,22 +87,25 @@ def shard_sequences(
         raise ValueError(f"rank must be in [0, {degree}), got {rank}")
     lengths = [int(tokens[i].numel()) for i in seq_ids]
     cu = cumulative(lengths)
-    layout = shard_layout(cu, degree)
-    idx = torch.from_numpy(layout.global_indices(rank))
-    if seq_ids:
-        ids = torch.cat([tokens[i].reshape(-1) for i in seq_ids])
-        tgt = torch.cat([targets[i].reshape(-1) for i in seq_ids])
-        pos = torch.cat([torch.arange(n) for n in lengths])
-    else:
-        ids = tgt = pos = torch.empty(0, dtype=torch.long)
-    mine = tgt.index_select(0, idx).long()
-    per_seq = tokens_per_rank(np.asarray(lengths, dtype=np.int64), degree)[..., rank] if lengths else []
+    if not lengths:
+        e = torch.empty(0, dtype=torch.long)
+        return Shard(e, e, e, cu, (0,), 0)
+    sp = rank_spans(np.asarray(lengths, dtype=np.int64), degree)
+    spans = np.stack([sp.e0[:, rank], sp.e1[:, rank], sp.l0[:, rank], sp.l1[:, rank]], axis=1).tolist()
+    ids, pos, tgt = [], [], []
+    for i, (e0, e1, l0, l1) in zip(seq_ids, spans):  # only this rank's chunks: O(local tokens)
+        for a, b in ((e0, e1), (l0, l1)):
+            if b > a:
+                ids.append(tokens[i][a:b])
+                tgt.append(targets[i][a:b])
+                pos.append(torch.arange(a, b))
+    mine = torch.cat(tgt).long() if tgt else torch.empty(0, dtype=torch.long)
     return Shard(
-        input_ids=ids.index_select(0, idx).long(),
-        position_ids=pos.index_select(0, idx),
+        input_ids=torch.cat(ids).long() if ids else mine,
+        position_ids=torch.cat(pos) if pos else mine,
         labels=mine,
         cu_seqlens=cu,
-        local_cu_seqlens=cumulative(per_seq),
+        local_cu_seqlens=cumulative(int(n) for n in sp.tokens[:, rank]),
         n_targets=int((mine != IGNORE_INDEX).sum()),
     )
 
@@ -118,14 +123,34 @@ def as_sequences(sequences: Sequence, name: str = "sequences") -> list[torch.Ten
     return out
 
 
-def global_targets(tokens: Sequence[torch.Tensor], labels: Optional[Sequence] = None) -> list[torch.Tensor]:
+class Targets:
+    """Shifted targets of a batch, made per sequence when first asked for (a rank needs few)."""
+
+    def __init__(self, sources: Sequence[torch.Tensor]) -> None:
+        self._sources = sources
+        self._made: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i not in self._made:
+            self._made[i] = shift_labels(self._sources[i])
+        return self._made[i]
+
+    def count(self) -> int:
+        """Predicted tokens of the whole batch, without shifting every sequence."""
+        return int(sum(int((s[1:] != IGNORE_INDEX).sum()) for s in self._sources))
+
+
+def global_targets(tokens: Sequence[torch.Tensor], labels: Optional[Sequence] = None) -> Targets:
     """Shifted targets of every sequence (from ``labels``, default the tokens themselves)."""
     if labels is None:
-        return [shift_labels(t) for t in tokens]
+        return Targets(tokens)
     lab = as_sequences(labels, "labels")
     if len(lab) != len(tokens):
         raise ValueError(f"labels has {len(lab)} sequences, the batch {len(tokens)}")
     for i, (t, l) in enumerate(zip(tokens, lab)):
         if l.numel() != t.numel():
             raise ValueError(f"labels[{i}] has {l.numel()} entries, sequence {i} has {t.numel()} tokens")
-    return [shift_labels(l) for l in lab]
+    return Targets(lab)

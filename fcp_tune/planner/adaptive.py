@@ -229,9 +229,13 @@ def _lower_bound(
 
 
 def _makespan(groups: list[tuple[int, list[int]]], lengths: np.ndarray, cost: CostFn) -> float:
-    """Predicted time of the slowest group."""
+    """Predicted time of the slowest group, from the tabulated cost's estimate (module .table).
+
+    It ranks one wave's candidates; the plan this planner returns is compared with the joint
+    schedule on exact costs (:func:`.joint.critical_path`) in :func:`plan_adaptive`.
+    """
     sizes = np.array([[size] for size, _ in groups], dtype=np.int64)
-    return float(cost_table(cost, [lengths[ids] for _, ids in groups], sizes).max())
+    return float(estimate_table(cost, [lengths[ids] for _, ids in groups], sizes).max())
 
 
 def _choose(

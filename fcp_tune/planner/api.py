@@ -16,6 +16,7 @@ from fcp_tune.planner.adaptive import plan_adaptive
 from fcp_tune.planner.cost import CostFn, DefaultCost
 from fcp_tune.planner.megatron import plan_megatron
 from fcp_tune.planner.plan import Group, Plan, Wave
+from fcp_tune.planner.table import tabulated
 from fcp_tune.planner.static import plan_static
 from fcp_tune.planner.mcore_dynamic import plan_mcore_dynamic
 from fcp_tune.planner.threshold import Placed, plan_threshold
@@ -61,7 +62,8 @@ def plan_batch(seqlens: Sequence[int], policy: Policy, *, cost: CostFn | None = 
     an empty batch, a length < 1, or a sequence the policy cannot fit.
     """
     lengths = _lengths(seqlens)
-    placed = PLANNERS[policy.kind](lengths, policy, cost if cost is not None else DefaultCost())
+    # A calibrated cost model plans through its tabulated form (module fcp_tune.planner.table).
+    placed = PLANNERS[policy.kind](lengths, policy, tabulated(cost) if cost is not None else DefaultCost())
     waves = tuple(
         Wave(tuple(Group(int(a), int(b), tuple(sorted(ids))) for a, b, ids in sorted(w, key=lambda g: g[0])))
         for w in placed

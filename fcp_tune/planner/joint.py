@@ -13,12 +13,13 @@ allotment-then-list-scheduling methods for moldable jobs:
    ``T`` (the least work that meets the target), or its fastest size when none does.
 3. **List scheduling.** Jobs go longest first onto the allowed rank range that is free
    earliest (ties: the range that leaves the least idle time, then the leftmost); the
-   short sequences are then dealt costliest first to the rank that is free earliest, as
-   degree-1 groups that respect the token budget. A group's wave is one more than the
+   short sequences are then dealt costliest first into the idle gaps this leaves (a rank
+   waiting for the other ranks of its next group), else to the rank that is free earliest,
+   as degree-1 groups that respect the token budget. A group's wave is one more than the
    last wave on any of its ranks, so the plan's critical path is exactly the schedule.
 4. **T searched** over a geometric ladder above the lower bound (all work spread evenly,
-   or the longest job at its fastest size); the candidate with the least predicted
-   critical path is returned. :func:`~.adaptive.plan_adaptive` compares it with the
+   or the longest job at its fastest size), until :data:`PATIENCE` distinct allotments in
+   a row bring no gain; the candidate with the least predicted critical path is returned. :func:`~.adaptive.plan_adaptive` compares it with the
    paper's packing + DP plan and keeps the better of the two.
 
 Group ranges respect the vocabulary (:mod:`.vocab`: only its ranges when capped) and the
@@ -27,6 +28,7 @@ token budget (exact zigzag check where the sufficient rule is not enough).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 
 import numpy as np
@@ -41,6 +43,9 @@ Placed = list[list[tuple[int, int, list[int]]]]
 
 # Targets tried, as multiples of the lower bound (about 3 % apart near it, wider above).
 T_LADDER = (1.0, 1.01, 1.02, 1.035, 1.05, 1.07, 1.1, 1.15, 1.2, 1.3, 1.45, 1.7, 2.0)
+GAP_MARGIN = 0.01  # share of an idle gap left empty when backfilling (the estimates' error)
+GAP_PROBES = 8  # gaps tried per short sequence, smallest fitting first
+PATIENCE = 3  # distinct allotments in a row without a shorter critical path before stopping
 
 
 def plan_joint(
@@ -78,7 +83,10 @@ def plan_joint(
     pool_c1 = c1[in_pool]
     best: tuple[float, Placed] | None = None
     seen: set[bytes] = set()
+    misses = 0
     for f in T_LADDER:
+        if misses >= PATIENCE:
+            break  # looser targets only over-shard less; several in a row did not help
         target = bound * f
         ok = table <= target
         first = np.where(ok.any(axis=1), ok.argmax(axis=1), table.argmin(axis=1))
@@ -92,7 +100,9 @@ def plan_joint(
             continue
         span = critical_path(placed, lengths, n, cost)
         if best is None or span < best[0]:
-            best = (span, placed)
+            best, misses = (span, placed), 0
+        else:
+            misses += 1
     return best
 
 
@@ -100,19 +110,14 @@ def _schedule(
     jobs: list[list[int]], alloc: np.ndarray, times: np.ndarray, pool: np.ndarray, pool_c1: np.ndarray,
     lengths: np.ndarray, n: int, budget: int, vocab: Vocabulary,
 ) -> Placed | None:
-    """List-schedule the jobs, then deal the short sequences; waves by per-rank order."""
+    """List-schedule the jobs, backfill idle gaps and then the tails with the short sequences.
+
+    Waves follow each rank's order in time: a group's wave is one more than the last wave on
+    any of its ranks, taking groups by start time.
+    """
     free = np.zeros(n)
-    last_wave = np.full(n, -1, dtype=np.int64)
-    waves: Placed = []
-
-    def put(start: int, size: int, ids: list[int], end: float) -> None:
-        w = int(last_wave[start : start + size].max()) + 1
-        while len(waves) <= w:
-            waves.append([])
-        waves[w].append((start, size, ids))
-        last_wave[start : start + size] = w
-        free[start : start + size] = end
-
+    placed: list[tuple[float, int, int, list[int]]] = []  # (start time, first rank, size, seq ids)
+    spans: list[list[tuple[float, float]]] = [[] for _ in range(n)]  # per rank: busy intervals, in time order
     order = sorted(range(len(jobs)), key=lambda j: (-times[j], -alloc[j], j))
     for j in order:
         d = int(alloc[j])
@@ -120,30 +125,71 @@ def _schedule(
         if starts.size == 0:
             return None
         idx = np.stack([starts, starts + d], axis=1).ravel()
-        padded = np.append(free, 0.0)
-        begin = np.maximum.reduceat(padded, idx)[::2]
+        begin = np.maximum.reduceat(np.append(free, 0.0), idx)[::2]
         sums = np.concatenate([[0.0], np.cumsum(free)])
         idle = d * begin - (sums[starts + d] - sums[starts])
         k = int(np.lexsort((starts, idle, begin))[0])
-        put(int(starts[k]), d, list(jobs[j]), float(begin[k] + times[j]))
-    # Short sequences (not jobs): costliest first to the earliest-free rank, degree-1 groups.
-    deal = sorted(zip(pool.tolist(), pool_c1.tolist()), key=lambda p: (-p[1], p[0]))
-    heap = [(float(free[r]), r) for r in range(n)]
+        a, t0 = int(starts[k]), float(begin[k])
+        end = t0 + float(times[j])
+        placed.append((t0, a, d, list(jobs[j])))
+        for r in range(a, a + d):
+            spans[r].append((t0, end))
+        free[a : a + d] = end
+    # Idle gaps before a job starts (its other ranks were still busy): room for short sequences.
+    gaps: list[tuple[float, int, float]] = []  # (length, rank, gap start)
+    for r in range(n):
+        prev = 0.0
+        for t0, t1 in spans[r]:
+            if t0 - prev > 0:
+                gaps.append((t0 - prev, r, prev))
+            prev = t1
+    gaps.sort()
+    # Short sequences: costliest first into the smallest gap they fit (one degree-1 group of at
+    # most ``budget`` tokens per gap, GAP_MARGIN of the gap kept free for estimate error), else
+    # to the rank free earliest, as degree-1 groups of at most ``budget`` tokens.
+    order = np.lexsort((pool, -pool_c1)).tolist()
+    seqs, secs, toks = pool.tolist(), pool_c1.tolist(), lengths[pool].tolist()
+    keys = [g[0] for g in gaps]
+    fill: dict[int, tuple[list[int], int]] = {}  # gap index -> (seq ids, tokens)
+    left = [g[0] * (1.0 - GAP_MARGIN) for g in gaps]
+    heap = [(at, r) for r, at in enumerate(free.tolist())]
     heapq.heapify(heap)
-    tail: dict[int, tuple[int, list[int], int]] = {}  # rank -> (wave index, seq ids, tokens) of its open group
-    for s, t in deal:
-        at, r = heapq.heappop(heap)
-        length = int(lengths[s])
-        open_group = tail.get(r)
-        if open_group is not None and open_group[2] + length <= budget:
-            open_group[1].append(s)
-            tail[r] = (open_group[0], open_group[1], open_group[2] + length)
+    tails: list[list[list[int]]] = [[] for _ in range(n)]  # per rank: its degree-1 groups after its jobs
+    room = [0] * n  # tokens left in each rank's last tail group
+    tail_start: list[list[float]] = [[] for _ in range(n)]
+    for i in order:
+        at = bisect.bisect_left(keys, secs[i])
+        for g in range(at, min(at + GAP_PROBES, len(gaps))):
+            ids, used = fill.get(g, ([], 0))
+            if left[g] >= secs[i] and used + toks[i] <= budget:
+                ids.append(seqs[i])
+                fill[g] = (ids, used + toks[i])
+                left[g] -= secs[i]
+                break
         else:
-            ids = [s]
-            put(r, 1, ids, at)
-            tail[r] = (int(last_wave[r]), ids, length)
-        heapq.heappush(heap, (at + t, r))
-    return [w for w in waves if w]
+            t, r = heapq.heappop(heap)
+            if toks[i] > room[r]:
+                tails[r].append([])
+                tail_start[r].append(t)
+                room[r] = budget
+            tails[r][-1].append(seqs[i])
+            room[r] -= toks[i]
+            heapq.heappush(heap, (t + secs[i], r))
+    for g, (ids, _) in fill.items():
+        placed.append((gaps[g][2], gaps[g][1], 1, ids))
+    for r in range(n):
+        for t, ids in zip(tail_start[r], tails[r]):
+            placed.append((t, r, 1, ids))
+    placed.sort(key=lambda p: (p[0], p[1]))
+    last_wave = np.full(n, -1, dtype=np.int64)
+    waves: Placed = []
+    for _, a, d, ids in placed:
+        w = int(last_wave[a : a + d].max()) + 1
+        while len(waves) <= w:
+            waves.append([])
+        waves[w].append((a, d, ids))
+        last_wave[a : a + d] = w
+    return waves
 
 
 def critical_path(placed: Placed, lengths: np.ndarray, n: int, cost: CostFn) -> float:

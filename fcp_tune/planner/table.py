@@ -148,10 +148,6 @@ class TabulatedCost:
         lo, hi, w = grid_position(flat) if flat.size else (flat, flat, np.zeros(0))
         owner = np.repeat(np.arange(k), counts)
         needed = np.unique(np.concatenate([lo, hi]))
-        where = np.searchsorted(needed, lo), np.searchsorted(needed, hi)
-        weights = np.zeros((k, needed.size))  # per bin: interpolation weight on each needed grid point
-        np.add.at(weights, (owner, where[0]), 1.0 - w)
-        np.add.at(weights, (owner, where[1]), w)
         multi = counts > 1
         flat_max = np.zeros(k, dtype=np.int64)  # a single sequence's length (bins of one)
         single = np.nonzero(counts == 1)[0]
@@ -160,11 +156,11 @@ class TabulatedCost:
         for d in np.unique(degrees).tolist():
             at = degrees == d
             rows = np.nonzero(at.any(axis=1))[0]
-            col = self._column(int(d), needed)[needed]
-            if not np.isfinite(col).all():  # a degree the wrapped cost rules out (inf for every length)
+            col = self._column(int(d), needed)
+            if not np.isfinite(col[needed]).all():  # a degree the wrapped cost rules out (inf for every length)
                 out[at] = np.inf
                 continue
-            vals = weights[rows] @ col
+            vals = np.bincount(owner, (1.0 - w) * col[lo] + w * col[hi], minlength=k)[rows]
             short = np.nonzero((counts[rows] == 1) & (flat_max[rows] < DIRECT_TOKENS_PER_RANK * d) & (d > 1))[0]
             if exact and short.size:  # few tokens per rank: whole-token steps, ask the wrapped cost
                 fill = getattr(self.inner, "_fill", None)

@@ -84,10 +84,6 @@ class Kind:
     world_padding: bool = False
 
     @property
-    def takes_degree(self) -> bool:
-        return DEGREE in self.fields
-
-    @property
     def from_spec(self) -> bool:
         """Whether the command line can build this kind from its name (every field has a spec form)."""
         return all(f.spec_arg is not None for f in self.fields)

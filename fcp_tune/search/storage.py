@@ -20,6 +20,8 @@ from fcp_tune.redact import redact
 # A journal write holds ``PATH.lock`` for milliseconds; one older than this was left by a
 # search that was killed (``kill -9``) while writing, and would cost Optuna's 30 s grace period.
 STALE_LOCK_S = 10.0
+# What SQLAlchemy/Alembic say when two workers create a new database's tables at once.
+_CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 
 
 def open_storage(spec: Optional[str]) -> Any:
@@ -63,10 +65,15 @@ def _open(spec: str) -> Any:
                 raise FcpTuneError(f"storage {spec}: cannot read: {exc.strerror}") from None
             if head and not head.startswith(b"SQLite format 3"):
                 raise FcpTuneError(f"storage {spec}: {path} is not an SQLite database")
-    try:
-        return optuna.storages.RDBStorage(spec)
-    except Exception as exc:  # noqa: BLE001
-        raise FcpTuneError(f"storage {spec}: cannot open: {str(exc).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(spec)
+        except Exception as exc:  # noqa: BLE001
+            # Workers opening a new database at once race to create its tables: the loser retries.
+            if any(m in str(exc) for m in _CREATION_RACES) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise FcpTuneError(f"storage {spec}: cannot open: {str(exc).splitlines()[0]}") from None
 
 
 def _check_dir(path: Path, spec: str) -> None:

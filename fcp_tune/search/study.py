@@ -93,8 +93,15 @@ class SearchResult:
     elapsed_s: float
     speedups: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def recommendation(self) -> dict[str, Any] | None:
+        """:func:`recommend` for this result (``None`` without an adaptive baseline)."""
+        adaptive = next((b.score.step_s for b in self.baselines if b.policy.kind == "adaptive"), None)
+        return None if adaptive is None else recommend(self.score.step_s, adaptive)
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "recommendation": self.recommendation,
             "policy": self.policy.to_dict(),
             "predicted": self.score.to_dict(),
             "baselines": {b.name: b.score.to_dict() for b in self.baselines},
@@ -103,6 +110,18 @@ class SearchResult:
             "study_name": self.study_name,
             "elapsed_s": self.elapsed_s,
         }
+
+
+ADAPTIVE_TOLERANCE = 0.03  # a searched table within 3 % of adaptive's predicted step is worth keeping
+
+
+def recommend(searched_step_s: float, adaptive_step_s: float, tolerance: float = ADAPTIVE_TOLERANCE) -> dict[str, Any]:
+    """Which policy to run: the searched thresholds table, or adaptive when the table is more
+    than ``tolerance`` slower by the cost model (no thresholds table can follow the per-batch
+    joint schedule when a few long sequences set the critical path). Carries both numbers."""
+    gap = searched_step_s / adaptive_step_s - 1.0
+    return {"policy": "thresholds" if gap <= tolerance else "adaptive", "searched_step_s": searched_step_s,
+            "adaptive_step_s": adaptive_step_s, "searched_vs_adaptive": gap, "tolerance": tolerance}
 
 
 def make_sampler(name: str, seed: int) -> Any:
