@@ -114,6 +114,7 @@ class SimRow:
     fits: Optional[bool] = None  # predicted peak <= the device's memory
     global_batch_tokens: Optional[int] = None
     token_budget: Optional[int] = None
+    over_device: Optional[str] = None  # one line naming the rank, its predicted GiB and the device's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,6 +180,7 @@ def simulate(
                 speedup_vs_megatron_smallest=up.get("megatron_smallest"), megatron_smallest=small_name,
                 tflops_per_gpu=s.tflops_per_gpu, mfu=s.mfu, device_memory_gib=dev, fits=s.fits,
                 global_batch_tokens=workload.global_batch_tokens, token_budget=token_budget,
+                over_device=s.over_device(),
             ))
     return rows
 

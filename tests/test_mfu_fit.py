@@ -85,7 +85,9 @@ def test_simulate_flags_a_plan_over_the_device(tmp_path):
     rows = json.loads(over.output)
     assert rows and not any(r["fits"] for r in rows) and all(r["peak_memory_gib"] > r["device_memory_gib"] for r in rows)
     table = CliRunner().invoke(app, args[:-1] + ["--model", _model_file(tmp_path, sharding="none", recompute="none")])
-    assert "exceeds the device's 80.0 GiB: not a result" in " ".join(table.output.split())
+    text = " ".join(table.output.split())
+    assert "exceeds the device's 80.0 GiB: not a result" in text and "static:8: rank " in text
+    assert rows[0]["over_device"].startswith("rank ") and "predicted peak" in rows[0]["over_device"]
 
 
 def test_search_rejects_trials_over_the_device(tmp_path):
@@ -97,4 +99,6 @@ def test_search_rejects_trials_over_the_device(tmp_path):
     assert json.loads(ok.output)["predicted"]["fits"] is True
     bad = CliRunner().invoke(app, base + ["--model", _model_file(tmp_path, sharding="none", recompute="none")])
     assert bad.exit_code == 2
-    assert "no feasible trial" in bad.output and "device's memory" in bad.output
+    out = " ".join(bad.output.split())
+    assert "no feasible trial" in out and "device's memory" in out
+    assert "the fastest: rank " in out and "exceeds the device's 80.0 GiB" in out  # names the rank and both GiB

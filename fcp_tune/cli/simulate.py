@@ -87,8 +87,7 @@ def simulate(
                       f"peak[/]")
     for r in rows:
         if r.fits is False:
-            console.print(f"[bold red]N={r.world_size} {r.policy}: predicted peak {r.peak_memory_gib:.1f} GiB exceeds "
-                          f"the device's {r.device_memory_gib:.1f} GiB: not a result[/]")
+            console.print(f"[bold red]N={r.world_size} {r.policy}: {r.over_device}: not a result[/]")
     console.print("[dim]comms: communicators the policy may create in total / the most one rank belongs to[/]")
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from fcp_tune import mfu
 from fcp_tune.costmodel import CostModel
+from fcp_tune.memory import over_device
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.policy import Policy
@@ -58,6 +59,13 @@ class Score:
     tflops_per_gpu: float = 0.0  # model TFLOP/s per GPU
     mfu: float | None = None  # model FLOPs utilisation (None: the device's peak is unknown)
     device_memory_bytes: float | None = None  # what one device holds (None: the profile does not say)
+    peak_rank: int = 0  # the rank where the peak occurs
+
+    def over_device(self) -> str | None:
+        """One line naming the rank, its predicted peak and the device's memory, when it does not fit."""
+        if self.fits:
+            return None
+        return over_device([0.0] * self.peak_rank + [self.peak_memory_bytes], self.device_memory_bytes)
 
     @property
     def fits(self) -> bool:
@@ -90,7 +98,7 @@ class Evaluator:
         return self._costs[scheme]
 
     def score(self, policy: Policy) -> Score:
-        steps, effs, mem, waves = [], [], 0.0, []
+        steps, effs, mem, waves, peak_rank = [], [], 0.0, [], 0
         cost = self.cost_for(policy.scheme)
         for batch in self.batches:
             lengths = policy.padded(batch).tolist()
@@ -100,7 +108,9 @@ class Evaluator:
             ideal = self.cost.ideal_time(batch, self.world_size, policy.token_budget)
             steps.append(pred.step_time)
             effs.append(ideal / pred.step_time if pred.step_time > 0 else 1.0)
-            mem = max(mem, max(pred.peak_memory_bytes))
+            if max(pred.peak_memory_bytes) > mem:
+                mem = max(pred.peak_memory_bytes)
+                peak_rank = pred.peak_memory_bytes.index(mem)
             waves.append(len(plan.waves))
         step = statistics.fmean(steps)
         ranges = [r for r in candidate_ranges(policy, max_seqlen=self.max_len) if r[1] > 1]
@@ -108,7 +118,7 @@ class Evaluator:
         tflops, util = mfu.utilisation(self.cost.model, self.flops, step, self.world_size, hw)
         return Score(step, self.tokens / step, statistics.fmean(effs), mem, statistics.fmean(waves), len(ranges),
                      per_rank_count(ranges, self.world_size), self.flops, tflops, util,
-                     mfu.device_memory_bytes(hw))
+                     mfu.device_memory_bytes(hw), peak_rank)
 
     def step_time(self, policy: Policy) -> float:
         return self.score(policy).step_s

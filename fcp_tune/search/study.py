@@ -282,7 +282,7 @@ def run_search(
         with stop.on_signals():
             study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
         stop.raise_if_stopped()
-    best = best_feasible(study)
+    best = best_feasible(study, evaluator, space)
     bounds, degrees = space.from_params(best.params)
     scores = [Scored(n, p, evaluator.score(p)) for n, p in baseline_policies(
         cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
@@ -321,15 +321,21 @@ def run_search(
     return result, study, space
 
 
-def best_feasible(study: Any) -> Any:
-    """The completed trial with the lowest value among those meeting every constraint."""
+def best_feasible(study: Any, evaluator: Any = None, space: Any = None) -> Any:
+    """The completed trial with the lowest value among those meeting every constraint; without
+    one, an error naming (for the fastest trial) the rank over the device, its GiB and the device's."""
     import optuna
 
-    feasible = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if not any(v > 0 for v in dict(t.constraints or {}).values())]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in done if not any(v > 0 for v in dict(t.constraints or {}).values())]
     if not feasible:
+        why = ""
+        if done and evaluator is not None and space is not None:
+            fastest = min(done, key=lambda t: (t.value, t.number))
+            line = evaluator.score(space.policy(*space.from_params(fastest.params))).over_device()
+            why = f"; the fastest: {line}" if line else ""
         raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget or the device's memory "
-                           "(lower --token-budget, or --token-budget auto)")
+                           f"(lower --token-budget, or --token-budget auto){why}")
     return min(feasible, key=lambda t: (t.value, t.number))
 
 
