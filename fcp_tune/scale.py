@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from fcp_tune.errors import FcpTuneError
+from fcp_tune.limits import check_tokens
 from fcp_tune.memory import max_token_budget
 from fcp_tune.mfu import device_memory_bytes
 from fcp_tune.modelcfg import ModelConfig
@@ -49,10 +50,8 @@ def resolve_token_budget(spec: str | int | None, model: ModelConfig, world_size:
         try:
             value = int(str(spec))
         except ValueError:
-            raise FcpTuneError(f"--token-budget must be a positive integer or auto, got {spec!r}") from None
-    if value < 1:
-        raise FcpTuneError(f"--token-budget must be >= 1, got {value}")
-    return value
+            raise FcpTuneError(f"token_budget (--token-budget) must be a positive integer or auto, got {spec!r}") from None
+    return check_tokens("token_budget (--token-budget)", value)
 
 
 def default_global_batch_tokens(world_size: int, token_budget: int, hardware: Mapping[str, Any],

@@ -41,7 +41,8 @@ def report(
     profile_path, prof = find_profile(profile, model or "tiny", world_size)  # a file, or a bundled profile's name
     cfg_model = load_model_config(model) if model else prof.model
     budget = resolve_token_budget(token_budget, cfg_model, world_size, prof.hardware, 0)
-    gbt = global_batch_tokens or default_global_batch_tokens(world_size, budget, prof.hardware, one_wave)
+    gbt = (global_batch_tokens if global_batch_tokens is not None
+           else default_global_batch_tokens(world_size, budget, prof.hardware, one_wave))
     wl = load_workload(workload, global_batch_tokens=gbt, seed=seed)
     cfg = SearchConfig(
         world_size=world_size, token_budget=budget, trials=trials, seed=seed, ranges=ranges, batches=batches,

@@ -45,7 +45,8 @@ def simulate(
     per_n = []  # (config, workload) per world size: the budget (auto) and the global batch depend on N
     for n in sizes:
         budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
-        gbt = global_batch_tokens or default_global_batch_tokens(n, budget, prof.hardware, one_wave)
+        gbt = (global_batch_tokens if global_batch_tokens is not None
+               else default_global_batch_tokens(n, budget, prof.hardware, one_wave))
         cfg = SimulateConfig((n,), budget, scheme, batches, seed, max_communicators, gbt)
         wl = load_workload(workload, global_batch_tokens=cfg.batch_tokens(n), seed=seed)
         check_specs(policies, wl, n, budget, scheme)
