@@ -116,12 +116,6 @@ class CostModel:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise FcpTuneError(f"world_size must be a positive integer, got {self.world_size!r}")
         object.__setattr__(self, "world_size", n)
-        if n > self.profile.world_size and self.profile.extrapolation is None:
-            raise FcpTuneError(
-                f"profile '{self.profile.label}' was measured on {self.profile.world_size} ranks and has no "
-                f"extrapolation rule: it cannot predict {n} ranks (profile with --nproc {n}, or use a profile "
-                f"with an extrapolation rule)"
-            )
         object.__setattr__(self, "_grid", AttentionGrid(self.profile))
         object.__setattr__(self, "_comm", CommTable(self.profile))
         for op in spec.ops:

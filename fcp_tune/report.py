@@ -28,7 +28,7 @@ from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import Profile
 from fcp_tune.search.evaluate import COMPARISONS, Score, reference_scores, speedups_over
-from fcp_tune.search.study import SearchConfig, SearchResult, run_search
+from fcp_tune.search.study import SearchConfig, SearchResult, run_search, score_policy
 from fcp_tune.workload import Workload
 
 REPORT_SCHEMA = "fcp-tune/report"
@@ -96,9 +96,15 @@ def build_report(
     workload: Workload,
     model: ModelConfig,
     on_trial: Optional[Callable[[int, int, float], None]] = None,
+    policy: Optional[Policy] = None,
 ) -> Report:
-    """Search (``cfg``), score the baselines, and gather the page's content."""
-    result, _, _ = run_search(cfg, profile, workload, model, on_trial=on_trial)
+    """Search (``cfg``; a ``--storage`` study that already has ``cfg.trials`` trials is not
+    searched again), or score an existing ``policy`` without searching; score the
+    baselines, and gather the page's content."""
+    if policy is not None:
+        result = score_policy(cfg, profile, workload, model, policy)
+    else:
+        result, _, _ = run_search(cfg, profile, workload, model, on_trial=on_trial)
     rows, refs = rows_from_search(result)
     inputs = {
         "profile": profile.label, "workload": workload.name, "sequences": len(workload.seqlens),

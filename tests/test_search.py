@@ -165,8 +165,7 @@ def test_resume_after_sigint_loses_no_completed_trial(tmp_path):
         (["--storage", "journal:/no/such/dir/x.log"], "does not exist"),
         (["--storage", "bogus"], "expected sqlite:///PATH"),
         (["--sampler", "grid"], "unknown sampler"),
-        (["-N", "8"], "no extrapolation rule"),
-        (["-b", "100"], "does not fit"),
+        (["-b", "100", "--max-len", "100000"], "does not fit"),
     ],
 )
 def test_bad_input(tmp_path, extra, message):

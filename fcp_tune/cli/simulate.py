@@ -8,56 +8,56 @@ import typer
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json
+from fcp_tune.cli.inputs import BATCH_HELP, BUDGET_HELP, ONE_WAVE_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.scale import default_global_batch_tokens
 from fcp_tune.cli.tables import print_table, wide_option
-from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy.kinds import spec_help
-from fcp_tune.profile.schema import load_profile
-from fcp_tune.scale import default_global_batch_tokens, resolve_token_budget
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.simulate import SimulateConfig, check_specs
 from fcp_tune.simulate import simulate as simulate_policies
-from fcp_tune.workload import load_workload
 
 
 @app.command()
 @cli_errors
 def simulate(
-    policies: List[str] = typer.Argument(..., help=f"Policy files or kinds: {spec_help()}."),
-    profile: str = typer.Option(..., "--profile", help="Profile YAML."),
-    workload: str = typer.Option(..., "--workload", "-w", help="Workload file or built-in."),
-    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", help="Comma-separated world sizes."),
-    token_budget: str = typer.Option(..., "--token-budget", "-b", help="Max tokens per rank per wave, or auto: the largest whose predicted memory fits the device (per N)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's)."),
-    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()}."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Global batch. Default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), 2 x N x budget) tokens; on a CPU profile: N x budget."),
-    one_wave: bool = typer.Option(False, "--one-wave", help="Global batch N x budget (one micro-batch per replica) instead of the default."),
-    batches: int = typer.Option(4, "--batches", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, help="Cap per rank for adaptive policies (0: none; default: the policy's)."),
-    json_out: bool = typer.Option(False, "--json"),
+    policies: List[str] = typer.Argument(..., metavar="POLICY...", help=f"Policy files or kinds: {spec_help()}."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
+    world_sizes: str = typer.Option("8,64,256,1024", "--world-sizes", "-N", metavar="N,N,...", help="Comma-separated world sizes."),
+    token_budget: Optional[str] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER|auto", help=BUDGET_HELP + " auto is resolved at each N."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
+    scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", metavar="NAME", help=f"Attention scheme: {scheme_names()}."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help=BATCH_HELP.format(cpu="N x token budget")),
+    one_wave: bool = typer.Option(False, "--one-wave", help=ONE_WAVE_HELP),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: N x token budget, as run and search]"),
+    batches: int = typer.Option(4, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each prediction averages over."),
+    seed: int = typer.Option(0, "--seed", metavar="INTEGER", help="Seed of the batches."),
+    max_communicators: Optional[int] = typer.Option(None, "--max-communicators", min=0, metavar="INTEGER", help="Cap per rank for adaptive policies (0: none). [default: the policy's]"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
 ) -> None:
-    """Predict tokens/s, efficiency and speedups of POLICIES at each world size."""
+    """Predict tokens/s, efficiency and speedups of POLICY... at each world size."""
     sizes = SimulateConfig.parse_world_sizes(world_sizes)
-    prof = load_profile(profile)
-    cfg_model = load_model_config(model) if model else prof.model
-    per_n = []  # (config, workload) per world size: the budget (auto) and the global batch depend on N
+    per_n = []  # the budget (auto) and the default global batch depend on N
     for n in sizes:
-        budget = resolve_token_budget(token_budget, cfg_model, n, prof.hardware, 0)
+        inputs = planning_inputs(profile, model, n, token_budget)
         gbt = (global_batch_tokens if global_batch_tokens is not None
-               else default_global_batch_tokens(n, budget, prof.hardware, one_wave))
-        cfg = SimulateConfig((n,), budget, scheme, batches, seed, max_communicators, gbt)
-        wl = load_workload(workload, global_batch_tokens=cfg.batch_tokens(n), seed=seed)
-        check_specs(policies, wl, n, budget, scheme)
-        per_n.append((cfg, wl))
+               else default_global_batch_tokens(n, inputs.token_budget, inputs.profile.hardware, one_wave))
+        cfg = SimulateConfig((n,), inputs.token_budget, scheme, batches, seed, max_communicators, gbt)
+        wl = inputs.workload(workload, cfg.batch_tokens(n), seed, max_len, world_size=n)
+        check_specs(policies, wl, n, inputs.token_budget, scheme)
+        per_n.append((inputs, wl))
+    prof = per_n[0][0].profile
     rows = []
-    with console.status("simulating") if not json_out else _null():
-        for cfg, wl in per_n:
-            rows += simulate_policies(policies, prof, wl, cfg_model, list(cfg.world_sizes), cfg.token_budget, scheme,
-                                      batches, seed, max_communicators)
+    with counting_progress("simulating world sizes", len(per_n)) as done:
+        for inputs, wl in per_n:
+            n = inputs.world_size
+            rows += simulate_policies(policies, prof, wl, inputs.model, [n], inputs.token_budget, scheme, batches,
+                                      seed, max_communicators)
+            done(n)
     if json_out:
-        print_json([r.to_dict() for r in rows])
+        print_json({"rows": [r.to_dict() for r in rows]}, "simulate")
         return
     t = Table(title=f"predicted with profile '{prof.label}'")
     cols = ("N", "policy", "step s", "tok/s", "TFLOP/s", "MFU", "eff", "vs mega", "vs mega min", "vs mcore-dyn",
@@ -93,11 +93,3 @@ def simulate(
     notes = [f"N={r.world_size} {r.policy}: {r.note}" for r in rows if r.note]
     for n in notes:
         console.print(f"[dim]skipped {n}[/]")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

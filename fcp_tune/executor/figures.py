@@ -1,7 +1,8 @@
 """What a run's results mean on the device: model TFLOP/s per GPU, MFU, predicted peak memory.
 
 ``fcp-tune run`` shows these beside tokens/s: model FLOPs of the measured steps' batches
-(:func:`fcp_tune.mfu.model_flops`, attention per sequence) over their wall time; MFU where
+(:func:`fcp_tune.mfu.model_flops`, attention per sequence) over the plans' critical path of
+busy time (the measure ``run`` compares by; wall time on shared cores measures the neighbours); MFU where
 the device's peak is known (the ``--profile``'s hardware); and, with a profile that knows
 its device's memory, each policy's predicted peak from its executed plans, flagged when it
 exceeds the device (:func:`fcp_tune.memory.over_device`).
@@ -40,7 +41,7 @@ def run_figures(report: RunReport, model: ModelConfig, cost: Any = None) -> dict
     for r in report.results:
         measured = [s for s in r.measured if s.seqlens]
         flops = sum(mfu.model_flops(model, s.seqlens) for s in measured)
-        wall = sum(s.wall_s for s in measured)
+        wall = sum(s.critical_path_s for s in measured)
         tflops, util = mfu.utilisation(model, flops, wall, report.world_size, hardware) if wall else (0.0, None)
         peak_gib = why = None
         if device is not None and hasattr(cost, "predict"):

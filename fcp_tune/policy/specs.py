@@ -24,7 +24,7 @@ from fcp_tune.workload import Workload
 
 
 def default_policy_path() -> Path:
-    """The bundled default policy (adaptive FCP on 4 local ranks)."""
+    """The bundled default policy (adaptive FCP on 2 local ranks, one per core of a 2-core machine)."""
     return Path(str(resources.files("fcp_tune") / "data" / "default_policy.yaml"))
 
 
@@ -86,10 +86,22 @@ def scheme_override(policy: Policy, scheme: str | None) -> Policy:
     return policy if scheme is None else replace(policy, scheme=scheme)
 
 
+def document_cap(world_size: int, token_budget: int) -> int:
+    """The longest document a world can hold: ``world_size * token_budget`` tokens.
+
+    ``run``, ``search``, ``simulate`` and ``report`` split longer documents into pieces of
+    this length (as a training context length would) unless ``--max-len`` says otherwise,
+    so a policy searched for a workload runs on the same sequences.
+    """
+    return world_size * token_budget
+
+
 def resolve_policies(
-    policy: str | None, compare: list[str], nproc: int | None, scheme: str | None, workload: Workload
+    policy: str | None, compare: list[str], nproc: int | None, scheme: str | None, workload: Workload,
+    token_budget: int | None = None,
 ) -> tuple[tuple[str, Policy], ...]:
-    """The policy under test (default: the bundled one) at ``nproc`` ranks, then the named baselines.
+    """The policy under test (default: the bundled one) at ``nproc`` ranks (and ``token_budget``
+    when given), then the named baselines built on it.
 
     Names: the policy's kind for the default, a file's stem, or the spec itself for a
     baseline (``megatron``, ``static``, ``static:3``, ``pow2``, ...; a repeated name gets ``#i``).
@@ -97,6 +109,8 @@ def resolve_policies(
     default = load_policy(default_policy_path())
     main = resolve_policy(policy, default, workload) if policy else default
     main = scheme_override(fit_world(main, nproc), scheme)
+    if token_budget is not None and token_budget != main.token_budget:
+        main = replace(main, token_budget=token_budget)
     out = [(main.kind if policy is None else Path(policy).stem, main)]
     for spec in compare:
         p = fit_world(resolve_policy(spec, main, workload), main.world_size)
