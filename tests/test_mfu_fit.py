@@ -79,10 +79,10 @@ def test_simulate_flags_a_plan_over_the_device(tmp_path):
             "--global-batch-tokens", "65536", "--json"]
     fits = CliRunner().invoke(app, args)
     assert fits.exit_code == 0, fits.output
-    assert all(r["fits"] for r in json.loads(fits.output))
+    assert all(r["fits"] for r in json.loads(fits.stdout)["rows"])
     over = CliRunner().invoke(app, args + ["--model", _model_file(tmp_path, sharding="none", recompute="none")])
     assert over.exit_code == 0, over.output
-    rows = json.loads(over.output)
+    rows = json.loads(over.stdout)["rows"]
     assert rows and not any(r["fits"] for r in rows) and all(r["peak_memory_gib"] > r["device_memory_gib"] for r in rows)
     table = CliRunner().invoke(app, args[:-1] + ["--model", _model_file(tmp_path, sharding="none", recompute="none")])
     text = " ".join(table.output.split())
@@ -96,7 +96,7 @@ def test_search_rejects_trials_over_the_device(tmp_path):
             "--ranges", "2", "--global-batch-tokens", "65536", "--out", str(tmp_path / "p.yaml"), "--json"]
     ok = CliRunner().invoke(app, base)
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output)["predicted"]["fits"] is True
+    assert json.loads(ok.stdout)["predicted"]["fits"] is True
     bad = CliRunner().invoke(app, base + ["--model", _model_file(tmp_path, sharding="none", recompute="none")])
     assert bad.exit_code == 2
     out = " ".join(bad.output.split())
