@@ -81,6 +81,16 @@ def test_cli_run_json(tmp_path):
         assert all(s["critical_path_s"] > 0 and s["predicted_s"] > 0 for s in p["steps"])
         assert len(p["seconds_per_round"]["critical_path"]) == 2
         assert set(p["speedup_of_first"]["critical_path"]) == {"median", "min", "max"}
+    # model TFLOP/s beside tokens/s: model FLOPs of the measured batches over their busy critical path, per rank
+    from fcp_tune.mfu import model_flops
+    from fcp_tune.modelcfg import PRESETS
+
+    for p in data["policies"]:
+        steps = [s for s in p["steps"] if not s["warmup"]]
+        want = sum(model_flops(PRESETS["tiny"], s["seqlens"]) for s in steps) / sum(
+            s["critical_path_s"] for s in steps) / 2e12
+        assert data["figures"][p["name"]]["tflops_per_gpu"] == pytest.approx(want)
+        assert data["figures"][p["name"]]["mfu"] is None  # no profile: the CPU's peak is unknown
 
 
 @pytest.mark.parametrize(

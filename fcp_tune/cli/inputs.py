@@ -17,7 +17,11 @@ from fcp_tune.workload import Workload, default_workload_path, load_workload
 PROFILE_HELP = ("Profile YAML or bundled name (measured or reference). [default: the newest profile measured on "
                 "this host for the model, else the bundled cpu-epyc-2proc-tiny]")
 WORKLOAD_HELP = "Workload file or built-in (see `fcp-tune workload show`). [default: the bundled workload]"
-BUDGET_HELP = "Most tokens one rank holds in one wave (memory). [default: the bundled policy's, 1024]"
+BUDGET_HELP = ("Most tokens one rank holds in one wave (memory), or auto: the largest whose predicted memory fits "
+               "the device. [default: the bundled policy's, 1024]")
+BATCH_HELP = ("Global batch. [default on a GPU profile: a pre-training batch at that scale, max(4M x max(1, N/256), "
+              "2 x N x budget) tokens; on a CPU profile: {cpu}]")
+ONE_WAVE_HELP = "Global batch N x token budget (one micro-batch per replica) instead of the default."
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,16 @@ class PlanningInputs:
 
 
 def planning_inputs(profile: Optional[str], model: Optional[str], world_size: Optional[int],
-                    token_budget: Optional[int]) -> PlanningInputs:
+                    token_budget: Optional[int | str]) -> PlanningInputs:
     """Resolve the shared defaults: the profile ``validate`` would pick, its world size and
-    model, and the bundled policy's token budget."""
+    model, and the bundled policy's token budget (``auto``: the largest that fits the device at
+    that world size, :func:`fcp_tune.scale.resolve_token_budget`)."""
     from fcp_tune.profile.lookup import find_profile
+    from fcp_tune.scale import resolve_token_budget
 
     path, prof = find_profile(profile, model or "tiny", world_size or 1)
     cfg_model = load_model_config(model) if model else prof.model
-    budget = load_policy(default_policy_path()).token_budget if token_budget is None else token_budget
-    return PlanningInputs(path, prof, cfg_model, prof.world_size if world_size is None else world_size, budget)
+    world = prof.world_size if world_size is None else world_size
+    budget = resolve_token_budget(token_budget, cfg_model, world, prof.hardware,
+                                  load_policy(default_policy_path()).token_budget)
+    return PlanningInputs(path, prof, cfg_model, world, budget)

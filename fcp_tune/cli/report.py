@@ -8,7 +8,8 @@ import typer
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, print_json, require_extra, search_progress, status
-from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.cli.inputs import BATCH_HELP, BUDGET_HELP, ONE_WAVE_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.scale import default_global_batch_tokens
 from fcp_tune.fileio import check_output_dir, file_sha256
 from fcp_tune.policy import load_policy
 from fcp_tune.report import build_report, write_report
@@ -22,14 +23,15 @@ def report(
     profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
     world_size: Optional[int] = typer.Option(None, "--world-size", "-N", min=1, metavar="INTEGER", help="Ranks of the target cluster. [default: the profile's]"),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", min=1, metavar="INTEGER", help=BUDGET_HELP),
+    token_budget: Optional[str] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER|auto", help=BUDGET_HELP),
     policy: Optional[str] = typer.Option(None, "--policy", "-p", metavar="PATH", help="Report this policy file (e.g. one search exported) instead of searching."),
     out: str = typer.Option("report", "--out", "-o", metavar="DIR", help="Directory for report.md, report.json and the PNGs."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model preset or YAML. [default: the profile's]"),
     trials: Optional[int] = typer.Option(None, "--trials", "-t", min=1, metavar="INTEGER", help="Trials the study should have (a --storage study that has them is not searched again). [default: 100; with --storage, the stored study as it is]"),
     ranges: int = typer.Option(5, "--ranges", min=1, metavar="INTEGER", help="Length ranges of the searched policy."),
     batches: int = typer.Option(8, "--batches", min=1, metavar="INTEGER", help="Seeded global batches each score averages over."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help="Override the workload's global batch."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", metavar="INTEGER", help=BATCH_HELP.format(cpu="the workload's own")),
+    one_wave: bool = typer.Option(False, "--one-wave", help=ONE_WAVE_HELP),
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: world size x token budget, as run]"),
     scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", metavar="NAME", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     storage: Optional[str] = typer.Option(None, "--storage", metavar="URL", help="sqlite:///PATH or journal:PATH: report (and resume) a study search stored there."),
@@ -42,6 +44,9 @@ def report(
     if trials is None:  # a stored study is reported as it is: no new trial once it has one
         trials = 1 if storage else 100
     inputs = planning_inputs(profile, model, world_size, token_budget)
+    if global_batch_tokens is None:
+        global_batch_tokens = default_global_batch_tokens(inputs.world_size, inputs.token_budget,
+                                                          inputs.profile.hardware, one_wave)
     wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     cfg = SearchConfig(
         world_size=inputs.world_size, token_budget=inputs.token_budget, trials=trials, seed=seed, ranges=ranges,

@@ -21,6 +21,7 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, err_console, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.executor import RunConfig, RunReport, run_training
+from fcp_tune.executor.figures import run_figures
 from fcp_tune.launch import under_torchrun
 from fcp_tune.limits import MAX_TOKENS
 from fcp_tune.modelcfg import load_model_config
@@ -198,6 +199,13 @@ def run(
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:
-        print_json(report.to_dict(), "run", 2)
+        figures = run_figures(report, cfg.model, cfg.cost)
+        print_json({**report.to_dict(), "figures": {k: v.to_dict() for k, v in figures.items()}}, "run", 2)
     else:
         render(report, wide=wide)
+        for name, f in run_figures(report, cfg.model, cfg.cost).items():
+            mfu_txt = "" if f.mfu is None else f", MFU {f.mfu:.1%}"
+            console.print(f"[dim]{name}: {f.tflops_per_gpu:.3g} model TFLOP/s per rank (PaLM convention, attention "
+                          f"per sequence, over the busy critical path){mfu_txt}[/]")
+            if f.over_device:
+                console.print(f"[bold red]{name}: {f.over_device}: not a result on this device[/]")

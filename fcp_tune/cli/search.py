@@ -12,7 +12,8 @@ from rich.table import Table
 
 from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, fail, print_json, require_extra, search_progress
-from fcp_tune.cli.inputs import BUDGET_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.cli.inputs import BATCH_HELP, BUDGET_HELP, ONE_WAVE_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.scale import default_global_batch_tokens
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import check_output_dir, check_output_path, file_sha256
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
@@ -29,12 +30,13 @@ def search(
     profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
     world_size: Optional[int] = typer.Option(None, "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine). Default: the profile's."),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER", help=BUDGET_HELP),
+    token_budget: Optional[str] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER|auto", help=BUDGET_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
     trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help=BATCH_HELP.format(cpu="the workload's own")),
+    one_wave: bool = typer.Option(False, "--one-wave", help=ONE_WAVE_HELP),
     scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the batches."),
@@ -62,6 +64,8 @@ def search(
         profile_sha256=file_sha256(profile_path), command=reproduce_command(), comm_penalty=comm_penalty,
     )
     # Documents longer than the world holds are split there, as `fcp-tune run` does.
+    if global_batch_tokens is None:
+        global_batch_tokens = default_global_batch_tokens(world_size, token_budget, prof.hardware, one_wave)
     wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     cfg = replace(cfg, workload_sha256=wl.seqlens_sha256())
     path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"

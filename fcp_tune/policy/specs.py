@@ -64,12 +64,12 @@ def smallest_static_degree(base: Policy, workload: Workload, padded: bool = Fals
 
 
 def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """Every kind's baselines, in registry order: ``megatron:D`` (Megatron-LM static CP at the
-    smallest degree dividing N whose ``2 * cp`` padding fits), ``static:D`` at every feasible
-    degree dividing N, ``pow2``, ``adaptive``."""
+    """Every kind's baselines, in registry order: ``megatron:D`` at every degree a user can run
+    (on Megatron-LM's default ring), ``static:D`` at every feasible degree dividing N,
+    ``mcore-dynamic`` (ring), ``adaptive``; fcp-tune's own kinds on ``scheme``."""
     common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
     return [
-        (name, Policy(kind=kind, **common, **values))
+        (name, Policy(kind=kind, **{**common, **values}))
         for kind, rule in KINDS.items()
         for name, values in rule.baselines(rule, world_size, token_budget, max_len)
     ]

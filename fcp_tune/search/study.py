@@ -5,7 +5,8 @@ over a fixed, seeded set of global batches (:class:`~fcp_tune.search.evaluate.Ev
 The baselines (static at each feasible degree, pow2) are enqueued as the first trials in
 their thresholds form, so the search starts from what users run today and its best trial
 is never worse than any of them. Memory is an Optuna constraint (``trial.set_constraint``):
-a range whose degree cannot hold its longest sequence makes the trial infeasible.
+a range whose degree cannot hold its longest sequence, or a predicted peak above the
+device's memory (the profile's ``hardware``), makes the trial infeasible.
 """
 
 from __future__ import annotations
@@ -257,6 +258,34 @@ class _StopRequest:
             self._raise(self.signum)
 
 
+def best_feasible(study: Any, evaluator: Any = None, space: Any = None) -> Any:
+    """The completed trial with the lowest value among those meeting every constraint; without
+    one, an error naming (for the fastest trial) the rank over the device, its GiB and the device's."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in done if not any(v > 0 for v in dict(t.constraints or {}).values())]
+    if not feasible:
+        why = ""
+        if done and evaluator is not None and space is not None:
+            fastest = min(done, key=lambda t: (t.value, t.number))
+            line = evaluator.score(space.policy(*space.from_params(fastest.params))).over_device()
+            why = f"; the fastest: {line}" if line else ""
+        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget or the device's memory "
+                           f"(lower --token-budget, or --token-budget auto){why}")
+    return min(feasible, key=lambda t: (t.value, t.number))
+
+
+def memory_violation(budget_violation: float, score: Score) -> float:
+    """The trial's memory constraint (> 0: infeasible): ranks missing to hold a range's longest
+    sequence in the token budget, or the predicted peak's excess over the device, as a share
+    of the device's memory (the larger of the two)."""
+    excess = 0.0
+    if not score.fits:
+        excess = (score.peak_memory_bytes - score.device_memory_bytes) / score.device_memory_bytes  # type: ignore[operator]
+    return max(budget_violation, excess)
+
+
 def run_search(
     cfg: SearchConfig,
     profile: Profile,
@@ -282,8 +311,8 @@ def run_search(
             study.stop()  # another worker's trials filled the budget, or a signal asked to stop
             raise optuna.TrialPruned("not run: the study's trial budget is reached or the search is stopping")
         bounds, degrees = space.suggest(trial)
-        trial.set_constraint("memory", space.memory_violation(bounds, degrees))
         score = evaluator.score(space.policy(bounds, degrees))
+        trial.set_constraint("memory", memory_violation(space.memory_violation(bounds, degrees), score))
         record_trial(trial, bounds, degrees, score.step_s)  # readable columns in Optuna's own tools
         return score.step_s * (1.0 + cfg.comm_penalty * score.per_rank_communicators)
 
@@ -299,12 +328,7 @@ def run_search(
         with stop.on_signals():
             study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
         stop.raise_if_stopped()
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget") from None
-    if best.constraints and any(v > 0 for v in best.constraints.values()):
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
+    best = best_feasible(study, evaluator, space)
     bounds, degrees = space.from_params(best.params)
     policy = space.policy(bounds, degrees)
     score, scores, refs, speedups = _score_with_baselines(evaluator, cfg, workload, policy)
@@ -328,6 +352,8 @@ def run_search(
             "step_s": score.step_s, "tokens_per_s": score.tokens_per_s, "efficiency": score.efficiency,
             "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
             "megatron": refs["megatron"][0] if "megatron" in refs else None,
+            "megatron_smallest": refs["megatron_smallest"][0] if "megatron_smallest" in refs else None,
+            "tflops_per_gpu": score.tflops_per_gpu, "mfu": score.mfu, "fits": score.fits,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
             "baseline_step_s": {b.name: b.score.step_s for b in scores},
         },
@@ -345,7 +371,7 @@ def _score_with_baselines(evaluator: Evaluator, cfg: SearchConfig, workload: Wor
     score = evaluator.score(policy)
     refs = reference_scores(scores)
     speedups = {b.name: b.score.step_s / score.step_s for b in scores}
-    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
+    speedups.update(speedups_over(score.step_s, refs))  # the COMPARISONS keys
     return score, scores, refs, speedups
 
 
