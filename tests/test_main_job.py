@@ -27,7 +27,7 @@ def _default_config(**kw):
 def test_default_configuration_is_one_rank_per_core_and_leads_with_megatron():
     cfg = _default_config()
     assert cfg.world_size == 2  # the bundled CPU profile was measured with 2 processes, one per core
-    assert [n for n, _ in cfg.policies] == ["adaptive", "megatron", "static", "pow2"]
+    assert [n for n, _ in cfg.policies] == ["adaptive", "megatron", "mcore-dynamic", "static", "pow2"]
     budget = cfg.policies[0][1].token_budget
     lens = cfg.workload.seqlens
     assert max(lens) > budget  # some documents need a group ...

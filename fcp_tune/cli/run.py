@@ -2,7 +2,7 @@
 
 With no arguments this is the main job: the bundled adaptive FCP policy on one local
 process per core (2 ranks on a 2-core machine), next to the Megatron-style static CP
-baseline, the cost-balanced static and pow2, on the bundled workload (many short
+baseline, Megatron-Core's dynamic CP and fcp-tune's own cost-balanced static and pow2, on the bundled workload (many short
 documents beside a few longer than one rank's token budget), planned with the bundled CPU
 profile. Policies are compared by the plan's critical path of busy time, with wall-clock
 and the cost model's predicted ratio beside it.
@@ -31,7 +31,7 @@ from fcp_tune.policy.specs import default_policy_path, document_cap, resolve_pol
 from fcp_tune.schemes import scheme_names
 from fcp_tune.workload import default_workload_path, load_workload
 
-DEFAULT_COMPARE = ("megatron", "static", "pow2")  # Megatron-style static CP first: what users run
+DEFAULT_COMPARE = ("megatron", "mcore-dynamic", "static", "pow2")  # what users run first: Megatron-LM static CP, Megatron-Core dynamic CP
 
 
 def launcher_world_size() -> Optional[int]:
@@ -160,7 +160,8 @@ def run(
     compare: Optional[List[str]] = typer.Option(
         None, "--compare", "-c", metavar="NAMES",
         help=f"Baselines run interleaved: {spec_help()}, a policy file, or none (repeat or comma-separate). "
-             "megatron is Megatron-LM's static CP, static the cost-balanced static. [default: megatron,static,pow2]"),
+             "megatron is Megatron-LM's static CP, mcore-dynamic Megatron-Core's dynamic CP, static and pow2 "
+             "fcp-tune's own cost-balanced baselines. [default: megatron,mcore-dynamic,static,pow2]"),
     model: str = typer.Option("tiny", "--model", "-m", metavar="NAME|PATH", help="Model preset (tiny, small) or model YAML."),
     scheme: Optional[str] = typer.Option(None, "--scheme", metavar="NAME",
                                          help=f"Override the attention scheme: {scheme_names()}."),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.launch import STOP_SIGNALS, Terminated
+from fcp_tune.launch import STOP_SIGNALS, Terminated, signal_handlers
 from fcp_tune.limits import (MAX_BATCHES, MAX_RANGES, MAX_TRIALS, MAX_WORLD_SIZE, check_float, check_int, check_seed,
                              check_tokens)
 from fcp_tune.redact import redact
@@ -234,22 +233,13 @@ class _StopRequest:
 
     @contextmanager
     def on_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
         def handler(signum: int, _frame: Any) -> None:
             if self.signum is not None:
                 self._raise(signum)
             self.signum = signum
 
-        sigs = (signal.SIGINT,) + STOP_SIGNALS
-        previous = {s: signal.signal(s, handler) for s in sigs}
-        try:
+        with signal_handlers((signal.SIGINT,) + STOP_SIGNALS, handler):
             yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     @staticmethod
     def _raise(signum: int) -> None:
