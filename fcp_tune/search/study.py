@@ -151,6 +151,9 @@ def make_sampler(name: str, seed: int) -> Any:
     return optuna.samplers.QMCSampler(seed=seed, scramble=True)
 
 
+SEEDED_MIN_TRIALS = 100  # searches of fewer trials are not seeded with the two-class tables
+
+
 def _fingerprint(cfg: SearchConfig) -> dict[str, Any]:
     return {
         "profile_sha256": cfg.profile_sha256, "workload_sha256": cfg.workload_sha256,
@@ -176,7 +179,9 @@ def open_study(cfg: SearchConfig, space: ThresholdSpace) -> Any:
         for label, params in space.baseline_params():
             study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
         seeds = space.two_class_params()
-        if cfg.trials >= 4 * len(seeds):  # seeds take at most a quarter of the budget
+        # Seeds count towards TPE's random start-up trials: only on budgets where they take at most a
+        # quarter and leave the start-up its own trials (small searches keep exploring at random).
+        if cfg.trials >= max(SEEDED_MIN_TRIALS, 4 * len(seeds)):
             for label, params in seeds:
                 study.enqueue_trial(params, user_attrs={"seed": label}, skip_if_exists=True)
     elif stored != fp:
