@@ -451,6 +451,37 @@ def test_concurrent_searches_share_the_trial_budget(tmp_path, files):
     assert completed_trials(study) == trials
 
 
+def test_sqlite_storage_transactions_take_the_write_lock_at_begin(tmp_path, monkeypatch):
+    """Workers sharing an SQLite study cannot both read an enqueued trial as WAITING and both
+    claim it (optuna/optuna#4621): a transaction holds the write lock from its first read, so
+    a second worker's transaction waits for it (here: times out at once)."""
+    import optuna
+    import sqlalchemy
+    from sqlalchemy.exc import OperationalError
+
+    import fcp_tune.search.storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    read = sqlalchemy.text("SELECT count(*) FROM trials")
+    ours = [storage_mod.open_storage(url).engine for _ in range(2)]
+    plain = [optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.2}}).engine
+             for _ in range(2)]
+    for (a, b), serialised in ((ours, True), (plain, False)):
+        with a.connect() as ca, b.connect() as cb:
+            with ca.begin():
+                ca.execute(read)
+                if serialised:
+                    with pytest.raises(OperationalError, match="locked"):
+                        with cb.begin():
+                            cb.execute(read)
+                else:  # negative control: the driver's default lets both read, then both write
+                    with cb.begin():
+                        cb.execute(read)
+        a.dispose()
+        b.dispose()
+
+
 # ---------------------------------------------------------------------- signals (real processes)
 def _children(pid: int) -> list[int]:
     out = []
