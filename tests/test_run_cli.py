@@ -150,12 +150,15 @@ def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
 def test_processes_marked_finds_a_marked_process():
     """Negative control for the leftover check: a live marked process is found, then not."""
     marker = f"fcp-tune-leftover-check-{uuid.uuid4().hex}"
-    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(60)  # {marker}"])
+    child = subprocess.Popen([sys.executable, "-c", f"import time; print('up', flush=True); time.sleep(60)  # {marker}"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline() == "up\n"  # past exec: its command line is the marked one
         assert child.pid in _processes_marked(marker)
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
     assert _processes_marked(marker) == []
 
 
