@@ -426,8 +426,9 @@ def _worker(storage: str, prof: str, wl: str, trials: int) -> None:
     from fcp_tune.search.study import SearchConfig, run_search
     from fcp_tune.workload import load_workload
 
+    # Two batches per score: the shared budget does not depend on how each trial is scored.
     cfg = SearchConfig(world_size=2, token_budget=1024, trials=trials, storage=storage, study_name="shared",
-                       sampler="random", profile_sha256="p", workload_sha256="w")
+                       sampler="random", profile_sha256="p", workload_sha256="w", batches=2)
     run_search(cfg, load_profile(prof), load_workload(wl), MODEL)
     os._exit(0)
 
