@@ -59,13 +59,13 @@ def bench(name: str, spec: str, nproc: int, budget: int, gbt: int, steps: int, p
     cost = CostModel.from_profile(prof, cfg_model, world_size=nproc) if covered else None
     report = run_training(RunConfig(policies, wl, cfg_model, steps=steps, warmup=1, seed=seed, cost=cost), timeout=3600)
     rows = []
-    static_tps = next(r.tokens_per_s for r in report.results if r.name.startswith("static"))
+    static_tps = next(r.tokens_per_s("wall").median for r in report.results if r.name.startswith("static"))
     for r in report.results:
         m = r.measured
         busy = statistics.fmean(max(s.busy_s) for s in m)
         rows.append({
-            "workload": name, "nproc": nproc, "policy": r.name, "tokens_per_s": r.tokens_per_s,
-            "vs_static": r.tokens_per_s / static_tps, "median_step_s": r.median_step_s,
+            "workload": name, "nproc": nproc, "policy": r.name, "tokens_per_s": r.tokens_per_s("wall").median,
+            "vs_static": r.tokens_per_s("wall").median / static_tps, "median_step_s": r.median_step_s,
             "max_busy_s": busy, "mean_busy_s": statistics.fmean(statistics.fmean(s.busy_s) for s in m),
             "waves": statistics.fmean(s.waves for s in m),
             "plan_ms": statistics.fmean(s.plan_ms for s in m),

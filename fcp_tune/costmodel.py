@@ -19,7 +19,11 @@ attention core's own per-token bookkeeping (per layer ``linear.core_s_per_token`
 fixed cost of one forward+backward call (``linear.wave_s``, paid by every rank of the group
 once per wave; both 0 for profiles that lack them).
 The group time is the slowest rank's. Shapes other than the profile's scale attention by
-``heads * head_dim`` and activations by :func:`~fcp_tune.profile.flops.activation_formula`.
+``heads * head_dim``. Activation recompute (the model's ``training.recompute``) adds one more
+attention forward to each backward (``selective``, ``full``) and the layers' matmul forward
+(``full``); a static tensor-parallel degree ``t`` splits attention and matmul work over the
+``t`` GPUs of a rank. Memory comes from :mod:`fcp_tune.memory` (model state sharded as the
+model is trained, activations per recompute mode).
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from fcp_tune.errors import FcpTuneError
+from fcp_tune import memory
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner.cost import finish_times
 from fcp_tune.planner.plan import Plan
 from fcp_tune.policy.degrees import min_degree_for
-from fcp_tune.profile.flops import activation_formula
 from fcp_tune.profile.interp import AttentionGrid, CommTable
 from fcp_tune.profile.schema import Profile
 from fcp_tune.schemes import DEFAULT_SCHEME, Scheme, get_scheme
@@ -95,7 +99,8 @@ class CostModel:
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _attn_scale: float = field(default=1.0, init=False, repr=False, compare=False)
     _lin_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
-    _act_per_token_layer: float = field(default=0.0, init=False, repr=False, compare=False)
+    _recompute_lin_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
+    _recompute_attn: float = field(default=0.0, init=False, repr=False, compare=False)
     _wave_s: float = field(default=0.0, init=False, repr=False, compare=False)
     _core_s_per_token: float = field(default=0.0, init=False, repr=False, compare=False)
     _core_slope: float = field(default=0.0, init=False, repr=False, compare=False)
@@ -111,12 +116,6 @@ class CostModel:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise FcpTuneError(f"world_size must be a positive integer, got {self.world_size!r}")
         object.__setattr__(self, "world_size", n)
-        if n > self.profile.world_size and self.profile.extrapolation is None:
-            raise FcpTuneError(
-                f"profile '{self.profile.label}' was measured on {self.profile.world_size} ranks and has no "
-                f"extrapolation rule: it cannot predict {n} ranks (profile with --nproc {n}, or use a profile "
-                f"with an extrapolation rule)"
-            )
         object.__setattr__(self, "_grid", AttentionGrid(self.profile))
         object.__setattr__(self, "_comm", CommTable(self.profile))
         for op in spec.ops:
@@ -125,14 +124,17 @@ class CostModel:
         if n > 1:
             self._comm.fit_for("all_reduce", n)
         pm = self.profile.model
-        object.__setattr__(self, "_attn_scale", (self.model.heads * self.model.head_dim) / (pm.heads * pm.head_dim))
-        object.__setattr__(self, "_lin_s_per_token", self.model.linear_flops_per_token() / self.profile.linear.flops_per_s)
+        tp = self.model.training.tensor_parallel
+        object.__setattr__(self, "_attn_scale", (self.model.heads * self.model.head_dim) / (pm.heads * pm.head_dim) / tp)
+        rate = self.profile.linear.flops_per_s * tp
+        object.__setattr__(self, "_lin_s_per_token", self.model.linear_flops_per_token() / rate)
+        attn_again, lin_again = memory.recompute_share(self.model)
+        object.__setattr__(self, "_recompute_attn", attn_again)
+        object.__setattr__(self, "_recompute_lin_s_per_token", lin_again * memory.layer_matmul_flops_per_token(self.model) / rate)
         # Fixed per-call cost scales with the layers dispatched; core bookkeeping with Q/K/V width, like attention.
         object.__setattr__(self, "_wave_s", self.profile.linear.wave_s * self.model.layers / pm.layers)
         object.__setattr__(self, "_core_s_per_token", self.profile.linear.core_s_per_token * self._attn_scale)
         object.__setattr__(self, "_core_slope", self.profile.linear.core_slope_s_per_token * self._attn_scale)
-        act = self.profile.memory.activation_bytes_per_token_per_layer * activation_formula(self.model) / activation_formula(pm)
-        object.__setattr__(self, "_act_per_token_layer", act)
 
     @classmethod
     def from_profile(
@@ -232,8 +234,10 @@ class CostModel:
             times = np.fromiter(counted.values(), dtype=np.float64, count=len(counted))
             fwd, bwd, cnt = (np.tensordot(times, np.stack([p[i] for p in parts]), axes=1) for i in range(3))
         layers = self.model.layers
+        if self._recompute_attn:  # recompute runs the attention forward again inside backward
+            bwd = bwd + self._recompute_attn * fwd
         core = max(0.0, self._core_s_per_token + self._core_slope * (degree - 1))
-        linear = cnt * (self._lin_s_per_token + layers * core) + self._wave_s
+        linear = cnt * (self._lin_s_per_token + self._recompute_lin_s_per_token + layers * core) + self._wave_s
         if degree == 1:
             return float(layers * (fwd.sum(axis=0)[0] + bwd.sum(axis=0)[0]) + linear[0])
         steps = self._scheme.comm_steps(degree, float(cnt.max()), self.model)
@@ -276,35 +280,42 @@ class CostModel:
 
     # ------------------------------------------------------------------ whole steps
     def grad_sync_time(self, ranks: int | None = None) -> float:
-        """All-reduce of every gradient (model dtype) over ``ranks`` (default: the world)."""
+        """All-reduce of every gradient (model dtype) over ``ranks`` (default: the world).
+
+        A distributed optimizer's reduce-scatter plus all-gather move the same bytes.
+        """
         n = self.world_size if ranks is None else ranks
-        return self.comm_time("all_reduce", n, self.model.num_params() * self.model.dtype_bytes)
+        per_gpu = self.model.num_params() / self.model.training.tensor_parallel
+        return self.comm_time("all_reduce", n, per_gpu * self.model.dtype_bytes)
 
-    def optimizer_time(self) -> float:
-        """Adam step over all parameters on one rank (no sharded optimizer)."""
-        return self.model.num_params() * self.profile.memory.optimizer_s_per_param
+    def optimizer_time(self, ranks: int | None = None) -> float:
+        """Adam step on one GPU: its share of the parameters (sharded optimizers split it over ``ranks``)."""
+        n = self.world_size if ranks is None else ranks
+        share = self.model.num_params() / self.model.training.tensor_parallel
+        if self.model.training.sharding != "none":
+            share /= n
+        return share * self.profile.memory.optimizer_s_per_param
 
-    def static_memory(self) -> float:
-        """Parameters, gradients and optimizer states on every rank, in bytes."""
-        return self.model.num_params() * self.profile.memory.bytes_per_param
+    def static_memory(self, ranks: int | None = None) -> float:
+        """Weights, gradients and optimizer state on one GPU, sharded as the model is trained
+        over ``ranks`` replicas (default: the world), in bytes (:func:`fcp_tune.memory.state_bytes`)."""
+        return memory.state_bytes(self.model, self.world_size if ranks is None else ranks)
 
     def group_memory(self, seqlens: Sequence[int], degree: int) -> float:
-        """Peak activation bytes on the busiest rank of a group.
+        """Peak activation bytes on a GPU of the busiest rank of a group.
 
-        All layers' activations, the logits (model dtype) and their fp32 copy for the loss,
-        and what the scheme keeps per layer for backward (:meth:`~fcp_tune.schemes.base.Scheme.kept_bytes`:
-        allgather the gathered K/V, ulysses the head-layout output).
+        The layers' activations for the model's recompute mode, the logits and their fp32
+        copy (:func:`fcp_tune.memory.activation_bytes`), and what the scheme keeps per layer
+        for backward (:meth:`~fcp_tune.schemes.base.Scheme.kept_bytes`: allgather the
+        gathered K/V, ulysses the head-layout output).
         """
         lengths = [int(x) for x in seqlens if int(x) > 0]
         if not lengths:
             return 0.0
         cnt = tokens_per_rank(lengths, degree).sum(axis=0)
         m = self.model
-        per_rank = float(np.max(cnt)) * (self._act_per_token_layer * m.layers + m.vocab_size * (m.dtype_bytes + 4))
-        kept = self._scheme.kept_bytes(degree, cnt, m)
-        if kept:
-            per_rank += m.layers * kept
-        return per_rank
+        kept = self._scheme.kept_bytes(degree, cnt, m) / m.training.tensor_parallel
+        return memory.activation_bytes(m, float(np.max(cnt)), kept)
 
     def sequence_work(self, seqlen: int, token_budget: int | None = None) -> float:
         """Least rank-seconds of one sequence alone: ``min d * (group_time([L], d) - wave_s)``.
@@ -332,7 +343,7 @@ class CostModel:
         all-reduce and the optimizer step.
         """
         work = sum(self.sequence_work(int(x), token_budget) for x in seqlens)
-        return work / ranks + self._wave_s + self.grad_sync_time(ranks) + self.optimizer_time()
+        return work / ranks + self._wave_s + self.grad_sync_time(ranks) + self.optimizer_time(ranks)
 
     def predict(self, plan: Plan, seqlens: Sequence[int], token_budget: int | None = None) -> Prediction:
         """Step time, per-rank busy time and peak memory, ideal time and efficiency of ``plan``.
@@ -359,13 +370,13 @@ class CostModel:
             waves.append(float(row.max()) if n else 0.0)
             group_times.append(times)
             peak = np.maximum(peak, mem)
-        sync, opt = self.grad_sync_time(n), self.optimizer_time()
+        sync, opt = self.grad_sync_time(n), self.optimizer_time(n)
         fixed = sync + opt
         # Waves are not synchronised: a group starts when its ranks are free (critical path).
         step = max(finish_times(plan, group_times), default=0.0) + fixed
         ideal = self.ideal_time(seqlens, n, token_budget)
         return Prediction(
             wave_times=tuple(waves), rank_busy=tuple(busy), grad_sync_s=sync, optimizer_s=opt, step_time=step,
-            peak_memory_bytes=tuple(float(x) + self.static_memory() for x in peak),
+            peak_memory_bytes=tuple(float(x) + self.static_memory(n) for x in peak),
             ideal_time=ideal, efficiency=ideal / step if step > 0 else 1.0,
         )

@@ -31,7 +31,7 @@ from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.limits import check_timeout
 from fcp_tune.modelcfg import ModelConfig
-from fcp_tune.planner import Plan, plan_batch
+from fcp_tune.planner import Plan
 from fcp_tune.policy import Policy
 from fcp_tune.profile.lookup import BUNDLED_CPU_PROFILE, default_profile_path  # noqa: F401 - re-exported
 from fcp_tune.profile.schema import Profile
@@ -203,36 +203,34 @@ def _load() -> float:
 
 
 def compare_step(
-    summary: Any, batch: Optional[Sequence[int]], policy: Policy, plan_cost: Any, predictor: CostModel,
-    warmup: bool, include_planning: bool = False, name: str = "",
+    summary: Any, predictor: CostModel, warmup: bool, include_planning: bool = False, name: str = "",
 ) -> StepValidation:
-    """Compare one executed step (a :class:`~fcp_tune.executor.runner.StepSummary`) with its prediction.
+    """Compare one executed step (a :class:`~fcp_tune.executor.runner.Step`) with its prediction.
 
     Uses the plan and batch the executor recorded (``summary.plan`` / ``summary.seqlens``);
-    a summary without them is re-planned from ``batch`` with ``policy`` and ``plan_cost``.
-    Raises ``RuntimeError`` if the plan's digest differs from the executed one.
+    raises ``RuntimeError`` if the plan's digest differs from the executed one.
     """
-    world = policy.world_size
-    batch = summary.seqlens if summary.seqlens is not None else batch
-    recorded = summary.plan
-    plan = Plan.from_dict(recorded) if recorded is not None else plan_batch(batch, policy, cost=plan_cost)
+    batch, recorded = summary.seqlens, summary.plan
+    if batch is None or recorded is None:
+        raise RuntimeError(f"step {summary.step} of {name}: the executor recorded no plan or batch")
+    plan = Plan.from_dict(recorded)
+    world = plan.world_size
     if plan.digest() != summary.plan_digest:
-        how = "the recorded plan has" if recorded is not None else "re-planning gave"
         raise RuntimeError(
-            f"step {summary.step} of {name or policy.kind}: {how} digest {plan.digest()} but the "
-            f"executor ran {summary.plan_digest} (planner not deterministic, or another batch/cost)"
+            f"step {summary.step} of {name}: the recorded plan has digest {plan.digest()} but the "
+            f"executor ran {summary.plan_digest}"
         )
     pred = predictor.predict(plan, batch)
-    plan_s = max(summary.plan_s) if summary.plan_s else summary.plan_ms / 1e3
+    plan_s = max(summary.plan_s)
     # Ranks wait for their plans (made ahead, in the background, or inline) and then
     # synchronise (digest check), so the slowest rank's wall minus the slowest wait for a
     # plan is the step's execution time.
-    waited = max(summary.plan_wait_s) if summary.plan_wait_s else plan_s
+    waited = max(summary.plan_wait_s)
     measured = summary.wall_s if include_planning else summary.wall_s - waited
     busy_pred = tuple(float(sum(w[r] for w in pred.rank_busy)) for r in range(world))
     busy_meas = tuple(float(x) for x in summary.waves_s)
     if len(busy_meas) != world:
-        raise RuntimeError(f"step {summary.step} of {name or policy.kind}: no per-rank wave times recorded")
+        raise RuntimeError(f"step {summary.step} of {name}: no per-rank wave times recorded")
     return StepValidation(
         step=summary.step, warmup=warmup, layout=summary.layout, sequences=len(batch), tokens=int(sum(batch)),
         measured_s=measured, predicted_s=pred.step_time, error_pct=percent_error(measured, pred.step_time),
@@ -290,8 +288,8 @@ def validate(
     results = []  # the executor recorded every step's batch and plan: nothing is re-sampled or re-planned
     for (name, policy), result in zip(cfg.policies, report.results):
         rows = tuple(
-            compare_step(s, None, policy, plan_cost, predictors[policy.scheme],
-                         warmup=s.step < warmup, include_planning=include_planning, name=name)
+            compare_step(s, predictors[policy.scheme], warmup=s.warmup, include_planning=include_planning,
+                         name=name)
             for s in result.steps
         )
         results.append(PolicyValidation(name, policy.kind, policy.to_dict(), rows))

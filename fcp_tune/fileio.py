@@ -66,15 +66,23 @@ def check_output_path(path: str | os.PathLike[str], what: str = "--out") -> Path
             raise FcpTuneError(f"{what}: {path} is a directory; give a file name")
         if not stat.S_ISREG(st.st_mode):
             raise FcpTuneError(f"{what}: {path} is not a regular file; refusing to replace it")
-    parent = target.parent
-    probe = parent
-    while not probe.exists():  # the first existing ancestor decides whether mkdir can work
+    _check_creatable(target.parent, path, what)
+    return target
+
+
+def _check_creatable(where: Path, path: str | os.PathLike[str], what: str) -> None:
+    """Raise unless ``where`` is, or mkdir can make it, a writable directory.
+
+    The first existing ancestor of ``where`` decides: it must be a directory this user can
+    write and enter.
+    """
+    probe = where
+    while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise FcpTuneError(f"{what}: {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise FcpTuneError(f"{what}: {path}: directory {probe} is not writable")
-    return target
 
 
 def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
@@ -82,13 +90,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise FcpTuneError(f"{what}: {path} exists and is not a directory")
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise FcpTuneError(f"{what}: {path}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise FcpTuneError(f"{what}: {path}: directory {probe} is not writable")
+    _check_creatable(target, path, what)
     return target
 
 

@@ -26,13 +26,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_info() -> dict[str, Any]:
     """CPU model, logical cores, and the cores this process may run on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"model": _cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable}
+    return {"model": _cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable_cores()}
 
 
 def _text(value: Any) -> Any:

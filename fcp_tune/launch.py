@@ -52,12 +52,26 @@ class Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` (once; later ones are ignored
-    so the clean-up is not itself interrupted). A no-op outside the main thread."""
+def signal_handlers(signums: tuple[int, ...], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """While inside, ``handler`` handles ``signums``; the previous handlers come back on exit.
+
+    A no-op outside the main thread (Python installs handlers only there).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` (once; later ones are ignored
+    so the clean-up is not itself interrupted). A no-op outside the main thread."""
     fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
@@ -65,12 +79,8 @@ def stop_signals_raise() -> Iterator[None]:
             fired.append(signum)
             raise Terminated(signum)
 
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
+    with signal_handlers(STOP_SIGNALS, handler):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def die_with_parent(parent_pid: int) -> None:

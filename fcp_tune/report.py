@@ -2,7 +2,7 @@
 
 :func:`build_report` searches a thresholds policy (:func:`fcp_tune.search.study.run_search`)
 and scores it next to the baselines a user compares with (Megatron-style static, fcp-tune's
-best cost-balanced static, pow2, adaptive FCP); :func:`write_report` writes
+best cost-balanced static, Megatron-Core dynamic CP, adaptive FCP); :func:`write_report` writes
 
 - ``report.md``: inputs, the searched length -> degree table, and per policy the predicted
   step time, tokens/s, efficiency against the ideal bound, speedups over the three
@@ -28,12 +28,13 @@ from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy
 from fcp_tune.profile.schema import Profile
 from fcp_tune.search.evaluate import COMPARISONS, Score, reference_scores, speedups_over
-from fcp_tune.search.study import SearchConfig, SearchResult, run_search
+from fcp_tune.search.study import SearchConfig, SearchResult, run_search, score_policy
 from fcp_tune.workload import Workload
 
 REPORT_SCHEMA = "fcp-tune/report"
 REPORT_SCHEMA_VERSION = 1
-HEADERS = {"megatron": "vs megatron", "best_static": "vs best static", "pow2": "vs pow2"}
+HEADERS = {"megatron": "vs megatron tuned", "megatron_smallest": "vs megatron smallest",
+           "mcore_dynamic": "vs mcore-dynamic", "best_static": "vs best static"}
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,19 @@ class Report:
 def _what(kind: str) -> str:
     return {
         "searched": "searched thresholds policy (this report)",
-        "megatron": "Megatron-LM static CP (token packing)",
+        "megatron": "Megatron-LM static CP (token packing, ring/p2p)",
+        "mcore-dynamic": "Megatron-Core dynamic CP (BalancedCPScheduler, ring/p2p)",
         "static": "fcp-tune cost-balanced static",
-        "pow2": "Megatron-Core dynamic CP",
+        "pow2": "fcp-tune power-of-two, cost-balanced",
         "adaptive": "FCP, per batch",
     }.get(kind, kind)
 
 
 def rows_from_search(result: SearchResult) -> tuple[tuple[PolicyRow, ...], dict[str, str]]:
-    """Report rows (searched, adaptive, pow2, megatron, best static) and the reference names."""
+    """Report rows (searched, adaptive, the reference baselines) and the reference names."""
     scores = list(result.baselines)
     refs = reference_scores(scores)
-    keep = ["adaptive", "pow2"] + [refs[k][0] for k in ("megatron", "best_static") if k in refs]
+    keep = ["adaptive"] + [refs[k][0] for k in COMPARISONS if k in refs]
     picked = [("searched", "searched", result.score)] + [(b.name, b.policy.kind, b.score) for b in scores if b.name in keep]
     rows = tuple(PolicyRow(n, _what(kind), s, speedups_over(s.step_s, refs)) for n, kind, s in picked)
     return rows, {k: v[0] for k, v in refs.items()}
@@ -94,9 +96,15 @@ def build_report(
     workload: Workload,
     model: ModelConfig,
     on_trial: Optional[Callable[[int, int, float], None]] = None,
+    policy: Optional[Policy] = None,
 ) -> Report:
-    """Search (``cfg``), score the baselines, and gather the page's content."""
-    result, _, _ = run_search(cfg, profile, workload, model, on_trial=on_trial)
+    """Search (``cfg``; a ``--storage`` study that already has ``cfg.trials`` trials is not
+    searched again), or score an existing ``policy`` without searching; score the
+    baselines, and gather the page's content."""
+    if policy is not None:
+        result = score_policy(cfg, profile, workload, model, policy)
+    else:
+        result, _, _ = run_search(cfg, profile, workload, model, on_trial=on_trial)
     rows, refs = rows_from_search(result)
     inputs = {
         "profile": profile.label, "workload": workload.name, "sequences": len(workload.seqlens),
@@ -121,19 +129,27 @@ def render_markdown(report: Report, plots: list[str]) -> str:
         lo = (b or 0) + 1
     lines += ["", "## Policies", ""]
     heads = [HEADERS[k] for k in COMPARISONS]
-    lines.append("| policy | what | step s | tokens/s | efficiency | " + " | ".join(heads) + " | communicators |")
-    lines.append("|---|---|---:|---:|---:|" + "---:|" * len(heads) + "---:|")
+    lines.append("| policy | what | step s | tokens/s | TFLOP/s per GPU | MFU | efficiency | " + " | ".join(heads)
+                 + " | communicators | peak GiB |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|")
     for r in report.rows:
         ups = " | ".join(f"{r.speedups[k]:.2f}x" if k in r.speedups else "-" for k in COMPARISONS)
-        lines.append(f"| {r.name} | {r.what} | {r.score.step_s:.4g} | {r.score.tokens_per_s:,.0f} | "
-                     f"{r.score.efficiency:.3f} | {ups} | {r.score.communicators} |")
+        sc = r.score
+        mfu_txt = "-" if sc.mfu is None else f"{sc.mfu:.1%}"
+        gib = f"{sc.peak_memory_bytes / 2**30:.1f}"
+        if not sc.fits:
+            gib += f" (over the device's {sc.device_memory_bytes / 2**30:.0f}: not a result)"
+        lines.append(f"| {r.name} | {r.what} | {sc.step_s:.4g} | {sc.tokens_per_s:,.0f} | {sc.tflops_per_gpu:.0f} | "
+                     f"{mfu_txt} | {sc.efficiency:.3f} | {ups} | {sc.communicators} | {gib} |")
     lines += [""]
     lines += [f"- **{HEADERS[k]}**: speedup over {COMPARISONS[k]} (`{report.references[k]}`)."
               for k in COMPARISONS if k in report.references]
     lines += ["- **efficiency**: the ideal bound (each sequence's work at its cheapest degree that fits the "
               "token budget, spread perfectly over all ranks, plus gradient sync and optimizer) over the "
               "predicted step time; 1.0 is unbeatable.",
-              "- **communicators**: process groups of more than one rank the policy may need.", ""]
+              "- **communicators**: process groups of more than one rank the policy may need.",
+              "- **MFU**: model FLOPs (PaLM convention, attention counted per sequence as the sum of L^2) per "
+              "second per GPU over the device's dense bf16 peak; **peak GiB**: predicted peak memory per GPU.", ""]
     for name in plots:
         lines += [f"![{name}]({name})", ""]
     return "\n".join(lines)

@@ -2,11 +2,13 @@
 
 Policies are files or kinds. A kind is rebuilt at each world size (``megatron`` /
 ``static`` = the smallest feasible degree dividing N, ``megatron:D``, ``static:D``,
-``pow2``, ``adaptive``); a thresholds file keeps its boundaries and degrees and is skipped,
-with the reason, where a degree exceeds N. Every row: predicted step time and tokens/s,
-efficiency against the ideal bound, speedups over the Megatron-style static baseline, over
-fcp-tune's best cost-balanced static degree and over pow2 at that N, communicators, peak
-memory.
+``mcore-dynamic``, ``pow2``, ``adaptive``; Megatron's kinds run the ring scheme, Megatron-LM's
+default ``p2p``); a thresholds file keeps its boundaries and degrees and is skipped, with the
+reason, where a degree exceeds N. Every row: predicted step time, tokens/s, TFLOP/s per GPU
+and MFU, efficiency against the ideal bound, speedups over the tuned Megatron-style static
+baseline (and its smallest degree), over Megatron-Core dynamic CP and over fcp-tune's best
+cost-balanced static degree at that N, communicators, peak memory against the device's
+(``fits``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.limits import MAX_BATCHES, MAX_TOKENS, MAX_WORLD_SIZE, check_int, check_opt_int, check_seed, check_tokens
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.policy import Policy, min_degree_for
+from fcp_tune.policy.kinds import MEGATRON_SCHEME
 from fcp_tune.policy.specs import baseline_policies, check_fits, fit_world, resolve_policy
 from fcp_tune.profile.schema import Profile
 from fcp_tune.schemes import DEFAULT_SCHEME, get_scheme
@@ -96,13 +99,22 @@ class SimRow:
     efficiency: Optional[float]
     speedup_vs_best_static: Optional[float]
     best_static: str
-    speedup_vs_megatron: Optional[float]
+    speedup_vs_megatron: Optional[float]  # over the tuned Megatron degree
     megatron: str
-    speedup_vs_pow2: Optional[float]
+    speedup_vs_mcore_dynamic: Optional[float]
     communicators: Optional[int]
     peak_memory_gib: Optional[float]
     note: str = ""
     comms_per_rank: Optional[int] = None  # the most communicators one rank needs (max_communicators caps it)
+    speedup_vs_megatron_smallest: Optional[float] = None
+    megatron_smallest: str = "-"
+    tflops_per_gpu: Optional[float] = None
+    mfu: Optional[float] = None
+    device_memory_gib: Optional[float] = None
+    fits: Optional[bool] = None  # predicted peak <= the device's memory
+    global_batch_tokens: Optional[int] = None
+    token_budget: Optional[int] = None
+    over_device: Optional[str] = None  # one line naming the rank, its predicted GiB and the device's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,26 +153,34 @@ def simulate(
         )
         best_name = refs["best_static"][0]
         mega_name = refs["megatron"][0] if "megatron" in refs else "-"
+        small_name = refs["megatron_smallest"][0] if "megatron_smallest" in refs else "-"
         base = Policy(kind="adaptive", world_size=n, token_budget=token_budget, scheme=scheme)
         for spec in specs:
             try:
                 policy = fit_world(resolve_policy(spec, base, workload), n)
                 if policy.token_budget != token_budget:
                     policy = replace(policy, token_budget=token_budget)
+                if policy.kind in ("megatron", "mcore-dynamic") and spec.partition(":")[0] == policy.kind:
+                    policy = replace(policy, scheme=MEGATRON_SCHEME)  # what Megatron-LM's users run (p2p)
                 if policy.kind == "adaptive":
                     policy = replace(policy, gpus_per_node=node_size(profile, policy.gpus_per_node),
                                      max_communicators=policy.max_communicators if max_communicators is None
                                      else max_communicators)
             except (FcpTuneError, ValueError) as exc:  # specs are checked above: this N cannot run it
                 rows.append(SimRow(n, spec, "?", None, None, None, None, best_name, None, mega_name, None, None, None,
-                                   note=str(exc)))
+                                   note=str(exc), megatron_smallest=small_name))
                 continue
             s = ev.score(policy)
             up = speedups_over(s.step_s, refs)
+            dev = None if s.device_memory_bytes is None else s.device_memory_bytes / 2**30
             rows.append(SimRow(
                 n, spec, policy.kind, s.step_s, s.tokens_per_s, s.efficiency, up["best_static"],
-                best_name, up.get("megatron"), mega_name, up.get("pow2"), s.communicators,
+                best_name, up.get("megatron"), mega_name, up.get("mcore_dynamic"), s.communicators,
                 s.peak_memory_bytes / 2**30, comms_per_rank=s.per_rank_communicators,
+                speedup_vs_megatron_smallest=up.get("megatron_smallest"), megatron_smallest=small_name,
+                tflops_per_gpu=s.tflops_per_gpu, mfu=s.mfu, device_memory_gib=dev, fits=s.fits,
+                global_batch_tokens=workload.global_batch_tokens, token_budget=token_budget,
+                over_device=s.over_device(),
             ))
     return rows
 

@@ -196,7 +196,8 @@ class _Raw:
 
 
 def default_workload_path() -> Path:
-    """The bundled default workload (a log-normal long tail sized for a CPU run)."""
+    """The bundled default workload (many short documents beside a few longer than one rank's
+    token budget, sized for a CPU run)."""
     return Path(str(resources.files("fcp_tune") / "data" / "default_workload.yaml"))
 
 

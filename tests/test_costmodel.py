@@ -11,6 +11,7 @@ from fcp_tune.costmodel import CostModel, Prediction
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.modelcfg import PRESETS
 from fcp_tune.planner import plan_batch, step_cost
+from fcp_tune.profile.interp import same_fabric
 from fcp_tune.planner.plan import Group, Plan, Wave
 from fcp_tune.policy import Policy
 from fcp_tune.profile.collectives import fit_alpha_beta
@@ -121,12 +122,19 @@ def test_comm_extrapolates_past_the_node():
     assert cm.comm_time("all_to_all", 64, big) > cm.comm_time("all_to_all", 8, big)
 
 
-def test_larger_world_without_extrapolation_is_an_error():
+def test_larger_world_without_extrapolation_follows_the_same_fabric_rule():
+    """A measured profile predicts more ranks than it had: bus bandwidth and per-step latency kept."""
     prof = synthetic_profile(world_size=2)
-    with pytest.raises(FcpTuneError, match=r"measured on 2 ranks and has no extrapolation rule: it cannot predict 8 ranks"):
-        CostModel.from_profile(prof, TINY, "allgather", world_size=8)
-    with pytest.raises(FcpTuneError, match="cannot predict 16 ranks"):
-        CostModel.from_profile(reference_profile(1), PRESETS["llama3-8b"], world_size=16)
+    cm = CostModel.from_profile(prof, TINY, "allgather", world_size=8)
+    two = prof.curve("all_gather", 2).fit
+    eight = cm._comm.fit_for("all_gather", 8)
+    assert eight.alpha_s == pytest.approx(two.alpha_s * 7)  # 7 ring steps instead of 1
+    assert eight.beta_Bps * 7 / 8 == pytest.approx(two.beta_Bps * 1 / 2)  # same bus bandwidth
+    ring = cm._comm.fit_for("p2p_ring", 8)
+    assert ring == prof.curve("p2p_ring", 2).fit  # one exchange per ring step, whatever the ring's size
+    assert cm.group_time([4096], 8) > 0
+    with pytest.raises(FcpTuneError, match="m < n"):
+        same_fabric("all_gather", 4, two, 4)
     ok = CostModel.from_profile(synthetic_profile(
         world_size=2, extrapolation=Extrapolation(2, CommFit(1e-4, 1e8))), TINY, world_size=8)
     assert ok.group_time([4096], 8) > 0

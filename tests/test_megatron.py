@@ -134,6 +134,10 @@ def test_reference_scores_name_the_three_baselines(cost8):
     ev = Evaluator(cost8, wl, 8, batches=1)
     scores = [Scored(n, p, ev.score(p)) for n, p in baseline_policies(8, 8192, "allgather", 30000)]
     refs = reference_scores(scores)
-    assert set(refs) == {"megatron", "best_static", "pow2"}
-    assert refs["megatron"][0] == "megatron:4"  # smallest divisor of 8 holding 30000 tokens
+    assert set(refs) == {"megatron", "megatron_smallest", "best_static", "mcore_dynamic"}
+    assert refs["megatron_smallest"][0] == "megatron:4"  # smallest divisor of 8 holding 30000 tokens
+    megas = [s for s in scores if s.policy.kind == "megatron"]
+    assert [s.name for s in megas] == ["megatron:4", "megatron:8"]  # every degree a user can run
+    assert refs["megatron"][1].step_s == min(s.score.step_s for s in megas)  # the tuned one
+    assert all(s.policy.scheme == "ring" for s in scores if s.policy.kind in ("megatron", "mcore-dynamic"))
     assert refs["best_static"][1].step_s == min(s.score.step_s for s in scores if s.policy.kind == "static")

@@ -272,10 +272,12 @@ def test_every_kind_has_a_planner_and_the_cli_names_come_from_the_registry():
     from fcp_tune.policy.specs import baseline_policies
 
     assert set(PLANNERS) == set(KINDS) == set(POLICY_KINDS)
-    assert SPEC_KINDS == ("megatron", "static", "pow2", "adaptive")  # thresholds needs a file
-    assert spec_help() == "megatron[:D], static[:D], pow2, adaptive"
-    names = [n for n, _ in baseline_policies(8, 4096, "allgather", 9000)]
-    assert names == ["megatron:4", "static:4", "static:8", "pow2", "adaptive"]
+    assert SPEC_KINDS == ("megatron", "static", "mcore-dynamic", "pow2", "adaptive")  # thresholds needs a file
+    assert spec_help() == "megatron[:D], static[:D], mcore-dynamic, pow2, adaptive"
+    base = baseline_policies(8, 4096, "allgather", 9000)
+    # every Megatron degree a user can run, then static at every degree, Megatron-Core dynamic CP, adaptive
+    assert [n for n, _ in base] == ["megatron:4", "megatron:8", "static:4", "static:8", "mcore-dynamic", "adaptive"]
+    assert [p.scheme for _, p in base] == ["ring", "ring", "allgather", "allgather", "ring", "allgather"]
 
 
 def test_spec_policy_builds_each_kind_and_rejects_bad_arguments():

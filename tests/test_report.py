@@ -31,11 +31,12 @@ def test_report_writes_markdown_json_and_pngs(tmp_path):
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema"] == "fcp-tune/report" and doc["schema_version"] == 1
     names = [r["name"] for r in doc["rows"]]
-    assert names[0] == "searched" and "adaptive" in names and "pow2" in names
+    assert names[0] == "searched" and "adaptive" in names and "mcore-dynamic" in names
     assert doc["references"]["megatron"].startswith("megatron:") and doc["references"]["best_static"] in names
     for row in doc["rows"]:
         assert 0 < row["efficiency"] <= 1.0 + 1e-9
-        assert set(row["speedups"]) == {"megatron", "best_static", "pow2"}
+        assert set(row["speedups"]) == {"megatron", "megatron_smallest", "mcore_dynamic", "best_static"}
+        assert row["tflops_per_gpu"] > 0 and "mfu" in row and "fits" in row
     ref = next(r for r in doc["rows"] if r["name"] == doc["references"]["megatron"])
     assert ref["speedups"]["megatron"] == pytest.approx(1.0)
     md = (out / "report.md").read_text()

@@ -39,7 +39,7 @@ def test_run_interleaves_policies_and_reports():
     report = run_training(_cfg(steps=3), timeout=120)
     assert [r.name for r in report.results] == ["adaptive", "static"]
     for r in report.results:
-        assert len(r.steps) == 3 and r.tokens_per_s > 0
+        assert len(r.steps) == 3 and r.tokens_per_s().median > 0 and r.tokens_per_s("wall").median > 0
         for s in r.steps:
             assert len(s.busy_s) == 2 and s.wall_s > 0 and s.waves >= 1
     # same batch and weights: the first step's loss is the same under every policy
@@ -69,14 +69,29 @@ def test_cli_run_json(tmp_path):
     res = runner.invoke(
         app,
         ["run", "--policy", str(path), "--workload", SMALL_WL,
-         "--nproc", "2", "--steps", "2", "--warmup", "0", "--global-batch-tokens", "600", "--compare", "static,pow2",
-         "--json"],
+         "--nproc", "2", "--steps", "2", "--warmup", "0", "--repeats", "2", "--global-batch-tokens", "600",
+         "--compare", "static,pow2", "--json"],
     )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
+    assert data["schema"] == "fcp-tune/run" and data["schema_version"] == 2
     assert [p["name"] for p in data["policies"]] == ["mine", "static", "pow2"]
-    assert data["world_size"] == 2
-    assert all(len(p["steps"]) == 2 for p in data["policies"])
+    assert data["world_size"] == 2 and data["repeats"] == 2 and data["compared_by"] == "critical_path"
+    for p in data["policies"]:
+        assert [(s["round"], s["step"]) for s in p["steps"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert all(s["critical_path_s"] > 0 and s["predicted_s"] > 0 for s in p["steps"])
+        assert len(p["seconds_per_round"]["critical_path"]) == 2
+        assert set(p["speedup_of_first"]["critical_path"]) == {"median", "min", "max"}
+    # model TFLOP/s beside tokens/s: model FLOPs of the measured batches over their busy critical path, per rank
+    from fcp_tune.mfu import model_flops
+    from fcp_tune.modelcfg import PRESETS
+
+    for p in data["policies"]:
+        steps = [s for s in p["steps"] if not s["warmup"]]
+        want = sum(model_flops(PRESETS["tiny"], s["seqlens"]) for s in steps) / sum(
+            s["critical_path_s"] for s in steps) / 2e12
+        assert data["figures"][p["name"]]["tflops_per_gpu"] == pytest.approx(want)
+        assert data["figures"][p["name"]]["mfu"] is None  # no profile: the CPU's peak is unknown
 
 
 @pytest.mark.parametrize(
@@ -163,7 +178,7 @@ def test_processes_marked_finds_a_marked_process():
 
 
 def test_cli_sequence_longer_than_world_times_budget_fails_before_launch():
-    res = runner.invoke(app, ["run", "--workload", "uniform:lo=9000,hi=10000,n=10", "--steps", "1"])
+    res = runner.invoke(app, ["run", "--workload", "uniform:lo=9000,hi=10000,n=10", "--max-len", "10000", "--steps", "1"])
     assert res.exit_code == 2
-    assert "does not fit world_size 4" in res.output and "rank" not in res.output.split("does not fit")[0].split(":")[0]
+    assert "does not fit 2 ranks x 1024 tokens" in res.output
     assert "Traceback" not in res.output

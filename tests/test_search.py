@@ -83,7 +83,7 @@ def test_export_import_roundtrip(tmp_path):
     meta = back.metadata
     assert meta["search"]["sampler"] == "tpe" and meta["search"]["trials"] == 8
     assert meta["predicted"]["step_s"] == pytest.approx(result.score.step_s)
-    assert set(meta["predicted"]["speedup"]) >= {"pow2", "adaptive", "best_static"}
+    assert set(meta["predicted"]["speedup"]) >= {"mcore-dynamic", "mcore_dynamic", "adaptive", "best_static", "megatron"}
     assert meta["command"] == "fcp-tune search ..."
 
 
@@ -166,8 +166,7 @@ def test_resume_after_sigint_loses_no_completed_trial(tmp_path):
         (["--storage", "journal:/no/such/dir/x.log"], "does not exist"),
         (["--storage", "bogus"], "expected sqlite:///PATH"),
         (["--sampler", "grid"], "unknown sampler"),
-        (["-N", "8"], "no extrapolation rule"),
-        (["-b", "100"], "does not fit"),
+        (["-b", "100", "--max-len", "100000"], "does not fit"),
     ],
 )
 def test_bad_input(tmp_path, extra, message):

@@ -87,7 +87,40 @@ def _register_commands() -> None:
     from fcp_tune.cli import report  # noqa: F401
 
 
+def _readable_metavars() -> None:
+    """Give every option a metavar users understand (``INTEGER``, ``FLOAT``, ``TEXT``, ``PATH``)
+    where its command did not name one, instead of typer's ``<int>`` / ``<str>``; flags show none.
+    Help texts are shown literally (a ``[default: ...]`` in them is text, not rich markup)."""
+    import inspect
+    import typing
+    from pathlib import Path
+
+    names = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH", bool: ""}
+    commands = list(app.registered_commands)
+    commands += [c for g in app.registered_groups if g.typer_instance for c in g.typer_instance.registered_commands]
+    for info in commands:
+        fn = info.callback
+        if fn is None:
+            continue
+        hints = typing.get_type_hints(getattr(fn, "__wrapped__", fn))
+        for name, param in inspect.signature(fn).parameters.items():
+            opt = param.default
+            if not isinstance(opt, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
+                continue
+            if opt.help and "\\[" not in opt.help:
+                opt.help = opt.help.replace("[", "\\[")
+            if opt.metavar or isinstance(opt, typer.models.ArgumentInfo):  # an argument shows its name
+                continue
+            kind = hints.get(name)
+            if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
+                kind = next(a for a in typing.get_args(kind) if a is not type(None))
+            base = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+            if base in names:
+                opt.metavar = names[base]
+
+
 _register_commands()
+_readable_metavars()
 
 
 def main() -> None:

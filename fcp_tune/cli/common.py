@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import json
+import os
 import sys
 import traceback
 from contextlib import contextmanager
@@ -22,13 +24,20 @@ from fcp_tune.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console()  # data: tables and results, on stdout
+err_console = Console(stderr=True)  # progress, logs and errors, on stderr
+
+JSON_SCHEMA_PREFIX = "fcp-tune/"
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print ``error: message`` on one line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on one line to stderr and exit with ``code``.
+
+    Under torchrun every rank parses the same command line: only rank 0 prints, so a bad
+    argument gives one line, not one per rank.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        err_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -110,9 +119,18 @@ def _verbose() -> bool:
     return False
 
 
-def print_json(data: Any) -> None:
-    """Write ``data`` as JSON to stdout (no rich markup), for machines."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def json_document(data: dict[str, Any], schema: str, version: int = 1) -> dict[str, Any]:
+    """``data`` as a ``--json`` document: an object that starts with ``schema``
+    (``fcp-tune/<schema>``) and ``schema_version``, unless ``data`` names its own."""
+    if not isinstance(data, dict):
+        raise TypeError(f"--json output must be an object, got {type(data).__name__}")
+    head = {"schema": JSON_SCHEMA_PREFIX + schema, "schema_version": version}
+    return {**head, **data} if "schema" not in data else {**data}
+
+
+def print_json(data: dict[str, Any], schema: str, version: int = 1) -> None:
+    """Write ``data`` (see :func:`json_document`) as JSON to stdout (no rich markup), for machines."""
+    sys.stdout.write(json.dumps(json_document(data, schema, version), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -125,11 +143,21 @@ def split_names(values: list[str] | None) -> list[str]:
 
 
 def progress_bar(*extra: ProgressColumn, **kwargs: Any) -> Progress:
-    """The commands' progress bar: description, bar, done/total, elapsed, then ``extra`` columns."""
-    kwargs.setdefault("console", console)
+    """The commands' progress bar: description, bar, done/total, elapsed, then ``extra`` columns.
+
+    On stderr (data goes to stdout), and only drawn on a terminal.
+    """
+    kwargs.setdefault("console", err_console)
     kwargs.setdefault("transient", True)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     *extra, **kwargs)
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner with ``message`` on stderr while a block runs (drawn only on a terminal)."""
+    with err_console.status(message):
+        yield
 
 
 @contextmanager
@@ -138,6 +166,12 @@ def counting_progress(description: str, total: int) -> Iterator[Callable[[Any], 
     with progress_bar() as bar:
         task = bar.add_task(description, total=total)
         yield lambda _event: bar.advance(task)
+
+
+def require_extra(module: str, extra: str, what: str) -> None:
+    """Fail in one line naming the optional extra to install when ``module`` is missing."""
+    if importlib.util.find_spec(module) is None:
+        fail(f"{what} needs the optional extra '{extra}': pip install 'fcp-tune[{extra}]' (or pip install {module})")
 
 
 @contextmanager

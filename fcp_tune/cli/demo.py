@@ -7,7 +7,7 @@ from rich.table import Table
 
 from fcp_tune.attention.parity import TOLERANCE, demo_cases, run_parity
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, print_json
+from fcp_tune.cli.common import cli_errors, console, print_json, status
 from fcp_tune.cli.tables import print_table, wide_option
 
 
@@ -20,7 +20,7 @@ def demo(
 ) -> None:
     """Check cp_attention on NPROC local processes against a dense float64 reference."""
     cases = demo_cases(nproc)
-    with console.status(f"running {len(cases)} parity cases on {nproc} processes"):
+    with status(f"running {len(cases)} parity cases on {nproc} processes"):
         errors = run_parity(cases, nproc)
     rows = []
     for c, e in zip(cases, errors):
@@ -33,7 +33,7 @@ def demo(
         )
     ok = all(r["ok"] for r in rows)
     if json_out:
-        print_json({"ok": ok, "cases": rows})
+        print_json({"ok": ok, "cases": rows}, "demo")
     else:
         table = Table(title=f"cp_attention vs float64 reference, {nproc} ranks, seqlens {list(cases[0].seqlens)}")
         for col in ("scheme", "causal", "dtype", "out", "dq", "dk", "dv", "tolerance", ""):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fcp_tune.cli import app
@@ -97,7 +96,7 @@ def profile(
     if show is not None:
         shown = load_profile(show)
         if json_out:
-            print_json({"path": str(show), **shown.to_dict(), "nccl_tests": shown.nccl_rows()})
+            print_json({"path": str(show), **shown.to_dict(), "nccl_tests": shown.nccl_rows()}, "profile")
         else:
             render(shown, f"profile {show}", wide=wide)
         return
@@ -108,7 +107,7 @@ def profile(
     args += (["--max-len", str(max_len)] if max_len else []) + (["--out", str(out)] if out else [])
     command = " ".join(shlex.quote(a) for a in args) + (" (under torchrun)" if under_torchrun() else "")
     is_rank0 = not under_torchrun() or os.environ.get("RANK") == "0"
-    bar = progress_bar(console=Console(stderr=True), transient=json_out, disable=not is_rank0)
+    bar = progress_bar(transient=json_out, disable=not is_rank0)
     with bar:
         result = measure_profile(nproc=nproc, quick=quick, model=cfg, command=command,
                                  on_event=ProgressEvents(bar), max_len=max_len)
@@ -116,6 +115,6 @@ def profile(
         return
     path = save_profile(result, out or default_output(dict(result.hardware)))
     if json_out:
-        print_json({"path": str(path), **result.to_dict(), "nccl_tests": result.nccl_rows()})
+        print_json({"path": str(path), **result.to_dict(), "nccl_tests": result.nccl_rows()}, "profile")
     else:
         render(result, f"profile written to {path}", wide=wide)

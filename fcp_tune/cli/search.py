@@ -11,17 +11,13 @@ import typer
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, fail, print_json, search_progress
+from fcp_tune.cli.common import cli_errors, console, fail, print_json, require_extra, search_progress
+from fcp_tune.cli.inputs import BATCH_HELP, BUDGET_HELP, ONE_WAVE_HELP, PROFILE_HELP, WORKLOAD_HELP, planning_inputs
+from fcp_tune.scale import default_global_batch_tokens
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fileio import check_output_dir, check_output_path, file_sha256
-from fcp_tune.limits import MAX_TOKENS
-from fcp_tune.modelcfg import load_model_config
-from fcp_tune.policy import load_policy
-from fcp_tune.policy.specs import default_policy_path
-from fcp_tune.profile.lookup import find_profile
 from fcp_tune.schemes import DEFAULT_SCHEME, scheme_names
 from fcp_tune.search.study import SearchConfig, export_policy, reproduce_command, run_search
-from fcp_tune.workload import default_workload_path, load_workload
 
 
 def _slug(text: str) -> str:
@@ -31,22 +27,24 @@ def _slug(text: str) -> str:
 @app.command()
 @cli_errors
 def search(
-    profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name (measured or reference). Default: as validate, the newest profile measured on this host, else the bundled CPU profile."),
-    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail."),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="PATH|NAME", help=PROFILE_HELP),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="PATH|BUILTIN", help=WORKLOAD_HELP),
     world_size: Optional[int] = typer.Option(None, "--world-size", "-N", help="Ranks of the target cluster (may exceed this machine). Default: the profile's."),
-    token_budget: Optional[int] = typer.Option(None, "--token-budget", "-b", help="Max tokens one rank holds in one wave (memory). Default: the bundled policy's."),
+    token_budget: Optional[str] = typer.Option(None, "--token-budget", "-b", metavar="INTEGER|auto", help=BUDGET_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model preset or YAML (default: the profile's model)."),
     trials: int = typer.Option(200, "--trials", "-t", help="Completed trials the study should have."),
     ranges: int = typer.Option(5, "--ranges", help="Length ranges of the policy (boundaries + 1)."),
     batches: int = typer.Option(8, "--batches", help="Seeded global batches the objective averages over."),
-    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Override the workload's global batch."),
+    global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help=BATCH_HELP.format(cpu="the workload's own")),
+    one_wave: bool = typer.Option(False, "--one-wave", help=ONE_WAVE_HELP),
     scheme: str = typer.Option(DEFAULT_SCHEME, "--scheme", help=f"Attention scheme: {scheme_names()} (ulysses: degrees dividing the K/V head count)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe (default), random or qmc."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the batches."),
     storage: Optional[str] = typer.Option(None, "--storage", help="sqlite:///PATH or journal:PATH to resume or share a study."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="Study name (default: derived from the inputs)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Policy file to write (default strategies/<workload>-n<N>.yaml)."),
-    plots: Optional[str] = typer.Option(None, "--plots", help="Directory for PNG plots."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="PATH", help="Policy file to write. [default: strategies/NAME-nN.yaml: the workload's name, N ranks]"),
+    plots: Optional[str] = typer.Option(None, "--plots", metavar="DIR", help="Directory for PNG plots (needs the plots extra)."),
+    max_len: Optional[int] = typer.Option(None, "--max-len", min=1, metavar="INTEGER", help="Split documents longer than this. [default: world size x token budget, as run]"),
     comm_penalty: float = typer.Option(0.0, "--comm-penalty", min=0.0, help="Trade step time for communicators: objective x (1 + this x communicators per rank), e.g. 0.01."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
@@ -56,27 +54,25 @@ def search(
         check_output_path(out)  # before any work: a directory or special file is refused now
     if plots is not None:
         check_output_dir(plots, "--plots")
-    profile_path, prof = find_profile(profile, model or "tiny", world_size or 1)
-    world_size = prof.world_size if world_size is None else world_size
-    token_budget = load_policy(default_policy_path()).token_budget if token_budget is None else token_budget
-    cfg_model = load_model_config(model) if model else prof.model
+        require_extra("matplotlib", "plots", "--plots")
+    inputs = planning_inputs(profile, model, world_size, token_budget)
+    prof, profile_path, cfg_model = inputs.profile, inputs.profile_path, inputs.model
+    world_size, token_budget = inputs.world_size, inputs.token_budget
     cfg = SearchConfig(
         world_size=world_size, token_budget=token_budget, trials=trials, seed=seed, ranges=ranges, batches=batches,
         scheme=scheme, sampler=sampler, storage=storage, study_name=study_name,
         profile_sha256=file_sha256(profile_path), command=reproduce_command(), comm_penalty=comm_penalty,
     )
-    # The bundled workload's documents are split to what the world can hold (as validate does).
-    wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens, seed=seed,
-                       max_len=None if workload else min(world_size * token_budget, MAX_TOKENS))
+    # Documents longer than the world holds are split there, as `fcp-tune run` does.
+    if global_batch_tokens is None:
+        global_batch_tokens = default_global_batch_tokens(world_size, token_budget, prof.hardware, one_wave)
+    wl = inputs.workload(workload, global_batch_tokens, seed, max_len)
     cfg = replace(cfg, workload_sha256=wl.seqlens_sha256())
     path = Path(out) if out else Path("strategies") / f"{_slug(wl.name)}-n{world_size}.yaml"
     check_output_path(path, "--out")
     try:
-        if json_out:
-            result, study, _ = run_search(cfg, prof, wl, cfg_model)
-        else:
-            with search_progress(trials) as on_trial:
-                result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
+        with search_progress(trials) as on_trial:  # on stderr: --json output on stdout stays clean
+            result, study, _ = run_search(cfg, prof, wl, cfg_model, on_trial=on_trial)
     except KeyboardInterrupt:
         where = f" resume with the same --storage {storage}" if storage else " (use --storage to make it resumable)"
         fail(f"search interrupted;{where}", code=130)
@@ -87,7 +83,7 @@ def search(
 
         plot_paths = [str(p) for p in write_plots(study, result, wl, plots)]
     if json_out:
-        print_json({**result.to_dict(), "path": str(path), "plots": plot_paths})
+        print_json({**result.to_dict(), "path": str(path), "plots": plot_paths}, "search")
         return
     _render(result, path, plot_paths, wide)
 
@@ -127,7 +123,13 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
     if rec is not None and rec["policy"] == "adaptive":
         console.print(f"recommendation: run the adaptive policy - the best thresholds table found is "
                       f"{100 * rec['searched_vs_adaptive']:+.1f} % slower ({rec['searched_step_s']:.4g} s vs "
-                      f"{rec['adaptive_step_s']:.4g} s per step), beyond the {100 * rec['tolerance']:.0f} % tolerance")
+                      f"{rec['adaptive_step_s']:.4g} s per step), beyond the {100 * rec['tolerance']:.0f} % tolerance: "
+                      "`fcp-tune run --policy adaptive`", highlight=False)
+    elif rec is not None:
+        console.print(f"recommendation: run the searched table: `fcp-tune run --policy {path}`", highlight=False)
+    advice = result.advice()
+    if advice:
+        console.print(f"recommendation: {advice}", highlight=False)
     console.print(f"wrote [bold]{path}[/]")
     for pp in plot_paths:
         console.print(f"plot: {pp}")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from fcp_tune.cli import app
-from fcp_tune.cli.common import cli_errors, console, counting_progress, print_json, split_names
+from fcp_tune.cli.common import cli_errors, console, counting_progress, err_console, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, validate
 from fcp_tune.policy import load_policy
@@ -19,7 +19,7 @@ from fcp_tune.profile.lookup import find_profile
 from fcp_tune.schemes import scheme_names
 from fcp_tune.workload import default_workload_path, load_workload
 
-DEFAULT_COMPARE = ("static", "pow2")
+DEFAULT_COMPARE = ("megatron", "mcore-dynamic")  # what users run: Megatron-LM static CP, Megatron-Core dynamic CP
 
 
 def _pct(x: Optional[float]) -> str:
@@ -81,8 +81,8 @@ def render(report: ValidationReport, wide: bool = False) -> None:
 @cli_errors
 def validate_cmd(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
-    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: static,pow2."),
-    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. Default: the bundled long tail, documents split at the largest power of two <= nproc, x token_budget."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: megatron,mcore-dynamic."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. [default: the bundled workload, documents split at the largest power of two <= nproc, x token_budget]"),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
     nproc: int = typer.Option(2, "--nproc", "-n", min=1, help="Local processes (the world size the policies are fitted to)."),
     steps: int = typer.Option(6, "--steps", "-s", min=1, help="Training steps per policy."),
@@ -92,8 +92,9 @@ def validate_cmd(
     max_len: Optional[int] = typer.Option(None, "--max-len", min=1, help="Split documents longer than this."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", min=1, help="Override the workload's global batch size."),
     include_planning: bool = typer.Option(False, "--include-planning", help="Count the planner's time in the measured step."),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the batches and the model."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds before the local run is killed."),
+    check: bool = typer.Option(False, "--check", help=f"Exit with status 1 when the step-time MAPE misses the {TARGET_MAPE_PCT:.0f}% target."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     wide: bool = wide_option(),
 ) -> None:
@@ -108,7 +109,7 @@ def validate_cmd(
     CostModel.from_profile(prof, cfg_model, scheme=base.scheme, world_size=nproc)  # can it predict nproc ranks?
     if workload is None and max_len is None:
         # Split documents longer than the largest power-of-two group can hold (as a context
-        # length would), so every default policy (pow2 included) fits the bundled long tail.
+        # length would), so every default policy (pow2 included) fits the bundled workload.
         max_len = (1 << (nproc.bit_length() - 1)) * base.token_budget
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens,
                        max_len=max_len)
@@ -116,14 +117,15 @@ def validate_cmd(
     total = steps * len(policies)
     run = dict(steps=steps, warmup=warmup, seed=seed, include_planning=include_planning,
                profile_source=str(profile_path), timeout=timeout)
-    if json_out:
-        report = validate(policies, wl, cfg_model, prof, **run)
-    else:
-        with counting_progress(f"training on {nproc} local processes", total) as on_event:
-            report = validate(policies, wl, cfg_model, prof, on_event=on_event, **run)
+    with counting_progress(f"training on {nproc} local processes", total) as on_event:  # stderr
+        report = validate(policies, wl, cfg_model, prof, on_event=on_event, **run)
     if report is None:  # a non-zero rank under torchrun
         return
     if json_out:
-        print_json(report.to_dict())
+        print_json(report.to_dict(), "validate")
     else:
         render(report, wide=wide)
+    if check and not report.meets():
+        err_console.print(f"validate --check: step-time MAPE {report.worst_step_mape:.1f}% misses the "
+                          f"{TARGET_MAPE_PCT:.0f}% target", highlight=False)
+        raise typer.Exit(1)

@@ -91,7 +91,7 @@ def show(
                              long_docs=long_docs, chars_per_token=chars_per_token, field=field,
                              text_field=text_field, glob=glob, seed=seed)
     if as_json:
-        print_json(workload.to_dict())
+        print_json(workload.to_dict(), "workload")
         return
     stats = workload.stats()
     print_table(_summary_table(workload.name, stats, workload.global_batch_tokens, workload.max_len), console,

@@ -9,7 +9,7 @@ step (A B A B) so slow drifts of the machine hit them all alike.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -18,12 +18,13 @@ import torch.distributed as dist
 from fcp_tune.executor.model import build_model
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.executor.step import PolicyState, StepRecord, train_step
+from fcp_tune.hardware import usable_cores
 from fcp_tune.integration import GroupPool, PlanAhead
 from fcp_tune.launch import init_from_env, run_local, under_torchrun
 from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_local_procs, check_seed, check_timeout
 from fcp_tune.modelcfg import ModelConfig
-from fcp_tune.planner import candidate_ranges
-from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost
+from fcp_tune.planner import Plan, candidate_ranges
+from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost, finish_times
 from fcp_tune.planner.vocab import per_rank_count
 from fcp_tune.policy import Policy
 from fcp_tune.schemes import get_scheme
@@ -43,6 +44,8 @@ class RunConfig:
     lr: float = 1e-3
     cost: Optional[CostFn] = None  # the planner's cost function (None: its default cost)
     plan_ahead: bool = True  # plan step k+1 on a background thread while step k trains
+    repeats: int = 1  # rounds of the measured steps (the warm-up runs once)
+    profile: str = ""  # where ``cost`` came from, for the report
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -53,6 +56,7 @@ class RunConfig:
         check_int("steps", self.steps, 1, MAX_STEPS)
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup < self.steps:
             raise FcpTuneError(f"warmup must be in [0, steps) = [0, {self.steps}), got {self.warmup!r}")
+        check_int("repeats", self.repeats, 1, MAX_STEPS)
         check_seed("seed", self.seed)
         check_float("lr", self.lr, 0.0, lo_open=True)
         sizes = {p.world_size for _, p in self.policies}
@@ -95,29 +99,29 @@ def train_rank(rank: int, world: int, cfg: RunConfig, events=None) -> dict[str, 
     sampler = BatchSampler(cfg.workload, seed=cfg.seed)
     batches = [sampler.batch(step) for step in range(cfg.steps)]
     costs = {st.name: cfg.planner_cost(st.policy) for st in states}
-    jobs = [(step, st) for step in range(cfg.steps) for st in states]  # the interleaved order
-    records: list[StepRecord] = []
+    jobs = [(rnd, step, st) for rnd, step in _job_order(cfg) for st in states]  # the interleaved order
+    records: list[tuple[int, StepRecord]] = []
     with PlanAhead() as ahead:
 
         def submit(i: int) -> None:
             if cfg.plan_ahead and i < len(jobs):
-                step, st = jobs[i]
+                _, step, st = jobs[i]
                 ahead.submit(i, batches[step], st.policy, costs[st.name])
 
         submit(0)
-        for i, (step, st) in enumerate(jobs):
+        for i, (rnd, step, st) in enumerate(jobs):
             planned = ahead.take(i) if cfg.plan_ahead else None
             submit(i + 1)  # planned while this step trains
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             rec = train_step(st, batches[step], step, pool, cfg.seed, device, costs[st.name], planned)
             if device.type == "cuda":
-                rec = StepRecord(**{**asdict(rec), "peak_bytes": int(torch.cuda.max_memory_allocated(device))})
-            records.append(rec)
+                rec = replace(rec, peak_bytes=int(torch.cuda.max_memory_allocated(device)))
+            records.append((rnd, rec))
             if events is not None and rank == 0:
                 events.put(("step", st.name, step))
-    return {"records": [asdict(r) for r in records], "communicators": pool.communicators, "groups": len(pool),
-            "per_rank": pool.per_rank}
+    return {"records": records, "communicators": pool.communicators, "groups": len(pool),
+            "per_rank": pool.per_rank, "cores": usable_cores()}
 
 
 def max_communicators(cfg: RunConfig, world: int) -> Optional[int]:
@@ -133,49 +137,174 @@ def max_communicators(cfg: RunConfig, world: int) -> Optional[int]:
     return per_rank_count(sorted(ranges), world)
 
 
-@dataclass(frozen=True)
-class StepSummary:
-    """One policy's step, over all ranks."""
+# ---------------------------------------------------------------- what a run measured
+def busy_critical_path(plan: Plan, records: Sequence[StepRecord]) -> float:
+    """The plan's critical path of busy time: what the step would take if every rank had a core
+    to itself and nothing else ran on the machine.
 
-    step: int
-    wall_s: float  # slowest rank
-    tokens: int
-    tokens_per_s: float
-    loss: float
-    waves: int
-    layout: str
-    busy_s: tuple[float, ...]  # per rank
-    comm_s: tuple[float, ...]
-    idle_s: tuple[float, ...]
-    peak_bytes: int  # largest over ranks
-    plan_ms: float
-    # Per-rank phases and the executed plan's digest (see StepRecord), for ``fcp-tune validate``.
-    plan_digest: int = 0
-    plan_s: tuple[float, ...] = ()
-    waves_s: tuple[float, ...] = ()
-    sync_s: tuple[float, ...] = ()
-    opt_s: tuple[float, ...] = ()
-    plan_wait_s: tuple[float, ...] = ()  # per rank: planning not hidden behind the previous step
-    new_groups: int = 0  # process groups created (lazily) for this step's plan
-    plan: Optional[dict] = None  # the executed plan (Plan.to_dict)
-    seqlens: Optional[list] = None  # the global batch (sequence lengths) it planned
+    Each group of each wave lasts the most CPU seconds any of its ranks spent in that wave
+    (``StepRecord.wave_cpu_s``: computing, not waiting) plus the least time any of its ranks
+    was blocked in communication in it (the last rank to arrive waits for the transfer only,
+    not for late peers); a group starts when all its ranks are free
+    (:func:`~fcp_tune.planner.cost.finish_times`, as the cost model predicts). Then the
+    gradient all-reduce (least over ranks, after a barrier) and the optimizer (most over ranks).
+    """
+    if any(len(r.wave_cpu_s) != len(plan.waves) for r in records):
+        raise RuntimeError("a rank recorded no per-wave times for this plan")
+    times = [
+        [max(records[r].wave_cpu_s[w] for r in range(g.start, g.stop))
+         + min(records[r].wave_comm_s[w] for r in range(g.start, g.stop)) for g in wave.groups]
+        for w, wave in enumerate(plan.waves)
+    ]
+    return max(finish_times(plan, times), default=0.0) + min(r.sync_s for r in records) + max(r.opt_s for r in records)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of one policy: every rank's :class:`StepRecord` (rank order) and what follows.
+
+    ``round``: which repeat of the batches it belongs to (``RunConfig.repeats``); ``warmup``:
+    excluded from the summary; ``predicted_s``: the cost model's step time for the executed
+    plan (None without a cost model for the policy's scheme).
+    """
+
+    ranks: tuple[StepRecord, ...]
+    round: int = 0
+    warmup: bool = False
+    predicted_s: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not self.ranks or [r.rank for r in self.ranks] != list(range(len(self.ranks))):
+            raise ValueError("ranks must hold one record per rank, in rank order")
+
+    @property
+    def first(self) -> StepRecord:
+        return self.ranks[0]
+
+    step = property(lambda self: self.first.step)
+    tokens = property(lambda self: self.first.tokens)
+    loss = property(lambda self: self.first.loss)
+    waves = property(lambda self: self.first.waves)
+    layout = property(lambda self: self.first.layout)
+    plan_digest = property(lambda self: self.first.plan_digest)
+    new_groups = property(lambda self: self.first.new_groups)
+    plan = property(lambda self: self.first.plan)  # recorded on rank 0
+    seqlens = property(lambda self: self.first.seqlens)
+
+    def per_rank(self, field_name: str) -> tuple[float, ...]:
+        """One :class:`StepRecord` field over the ranks."""
+        return tuple(getattr(r, field_name) for r in self.ranks)
+
+    busy_s = property(lambda self: self.per_rank("busy_s"))
+    comm_s = property(lambda self: self.per_rank("comm_s"))
+    idle_s = property(lambda self: self.per_rank("idle_s"))
+    plan_s = property(lambda self: self.per_rank("plan_s"))
+    waves_s = property(lambda self: self.per_rank("waves_s"))
+    sync_s = property(lambda self: self.per_rank("sync_s"))
+    opt_s = property(lambda self: self.per_rank("opt_s"))
+    plan_wait_s = property(lambda self: self.per_rank("plan_wait_s"))
+
+    @property
+    def wall_s(self) -> float:
+        """The slowest rank's wall-clock seconds."""
+        return max(r.wall_s for r in self.ranks)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(r.peak_bytes for r in self.ranks)
+
+    @property
+    def plan_ms(self) -> float:
+        return 1e3 * max(self.plan_s)
+
+    @property
+    def rank_cpu_s(self) -> tuple[float, ...]:
+        """Per rank: CPU seconds in its groups (sum over waves)."""
+        return tuple(float(sum(r.wave_cpu_s)) for r in self.ranks)
+
+    @property
+    def critical_path_s(self) -> float:
+        """:func:`busy_critical_path` of the executed plan."""
+        if self.plan is None:
+            raise RuntimeError(f"step {self.step}: no plan recorded")
+        return busy_critical_path(Plan.from_dict(self.plan), self.ranks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "round": self.round, "warmup": self.warmup, "wall_s": self.wall_s,
+            "critical_path_s": self.critical_path_s, "predicted_s": self.predicted_s, "tokens": self.tokens,
+            "tokens_per_s": self.tokens_per_s, "loss": self.loss, "waves": self.waves, "layout": self.layout,
+            "rank_cpu_s": list(self.rank_cpu_s), "peak_bytes": self.peak_bytes, "plan_ms": self.plan_ms,
+            "plan_digest": self.plan_digest, "new_groups": self.new_groups, "plan": self.plan,
+            "seqlens": self.seqlens, "ranks": [asdict(r) | {"plan": None, "seqlens": None} for r in self.ranks],
+        }
+
+
+# The measures a run reports per policy: wall-clock, and the plan's critical path of busy time.
+MEASURES = ("critical_path", "wall")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and range of one quantity over the repeats (rounds)."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        if not values:
+            raise ValueError("no values")
+        return cls(float(statistics.median(values)), float(min(values)), float(max(values)))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high}
 
 
 @dataclass(frozen=True)
 class PolicyResult:
     name: str
     policy: dict
-    steps: tuple[StepSummary, ...]
-    warmup: int
+    steps: tuple[Step, ...]
 
     @property
-    def measured(self) -> tuple[StepSummary, ...]:
-        return self.steps[self.warmup :]
+    def measured(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if not s.warmup)
 
     @property
-    def tokens_per_s(self) -> float:
-        m = self.measured
-        return sum(s.tokens for s in m) / sum(s.wall_s for s in m)
+    def warmup(self) -> int:
+        return sum(s.warmup for s in self.steps)
+
+    def rounds(self) -> dict[int, tuple[Step, ...]]:
+        """The measured steps of each round (each round runs the same batches)."""
+        out: dict[int, list[Step]] = {}
+        for s in self.measured:
+            out.setdefault(s.round, []).append(s)
+        return {k: tuple(v) for k, v in sorted(out.items())}
+
+    def seconds(self, measure: str) -> dict[int, float]:
+        """Per round: the summed seconds of its measured steps under ``measure`` (see :data:`MEASURES`)."""
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+        key = "critical_path_s" if measure == "critical_path" else "wall_s"
+        return {k: float(sum(getattr(s, key) for s in v)) for k, v in self.rounds().items()}
+
+    def tokens_per_s(self, measure: str = "critical_path") -> Spread:
+        tokens = {k: sum(s.tokens for s in v) for k, v in self.rounds().items()}
+        return Spread.of([tokens[k] / t for k, t in self.seconds(measure).items()])
+
+    @property
+    def predicted_s(self) -> Optional[float]:
+        """The cost model's seconds for one round's measured steps (None without a prediction)."""
+        first = next(iter(self.rounds().values()), ())
+        if not first or any(s.predicted_s is None for s in first):
+            return None
+        return float(sum(s.predicted_s for s in first))
 
     @property
     def median_step_s(self) -> float:
@@ -192,16 +321,43 @@ class RunReport:
     model: dict
     workload: str
     per_rank_communicators: int = 0  # the most of them any one rank belongs to
+    cores: int = 0  # usable CPU cores of the machine (rank 0's)
+    profile: str = ""  # what the planner's and the predictions' cost model came from ("" = default cost)
+    repeats: int = 1
 
-    def speedups(self) -> dict[str, float]:
-        """Tokens/s of the first policy divided by each policy's tokens/s."""
-        base = self.results[0].tokens_per_s
-        return {r.name: base / r.tokens_per_s for r in self.results}
+    @property
+    def oversubscribed(self) -> bool:
+        """More rank processes than cores on a CPU run: wall-clock then measures the OS scheduler."""
+        return self.backend == "gloo" and 0 < self.cores < self.world_size
+
+    def speedups(self, measure: str = "critical_path") -> dict[str, Spread]:
+        """How much faster the first policy is than each: per round, the policy's seconds over
+        the first's (same batches), median and range over the rounds."""
+        base = self.results[0].seconds(measure)
+        out = {}
+        for r in self.results:
+            mine = r.seconds(measure)
+            out[r.name] = Spread.of([mine[k] / base[k] for k in base if base[k] > 0])
+        return out
+
+    def predicted_speedups(self) -> dict[str, Optional[float]]:
+        """The cost model's ratio for the same plans: a policy's predicted seconds over the first's."""
+        base = self.results[0].predicted_s
+        return {r.name: (r.predicted_s / base if base and r.predicted_s is not None else None) for r in self.results}
 
     def to_dict(self) -> dict[str, Any]:
+        ups = {m: self.speedups(m) for m in MEASURES}
+        pred = self.predicted_speedups()
         return {
+            "schema": "fcp-tune/run",
+            "schema_version": 2,
             "world_size": self.world_size,
             "backend": self.backend,
+            "cores": self.cores,
+            "oversubscribed": self.oversubscribed,
+            "compared_by": "critical_path",
+            "profile": self.profile,
+            "repeats": self.repeats,
             "communicators": self.communicators,
             "per_rank_communicators": self.per_rank_communicators,
             "groups": self.groups,
@@ -211,51 +367,56 @@ class RunReport:
                 {
                     "name": r.name,
                     "policy": r.policy,
-                    "tokens_per_s": r.tokens_per_s,
+                    "tokens_per_s": {m: r.tokens_per_s(m).to_dict() for m in MEASURES},
+                    "seconds_per_round": {m: list(r.seconds(m).values()) for m in MEASURES},
+                    "speedup_of_first": {m: ups[m][r.name].to_dict() for m in MEASURES},
+                    "predicted_s_per_round": r.predicted_s,
+                    "predicted_speedup_of_first": pred[r.name],
                     "median_step_s": r.median_step_s,
-                    "speedup_of_first": self.speedups()[r.name],
-                    "steps": [asdict(s) for s in r.steps],
+                    "steps": [s.to_dict() for s in r.steps],
                 }
                 for r in self.results
             ],
         }
 
 
+def _job_order(cfg: RunConfig) -> list[tuple[int, int]]:
+    """``(round, step)`` in the order the policies run them: the warm-up steps once, then the
+    measured steps ``repeats`` times; every policy runs each before the next (interleaved)."""
+    warm = [(0, s) for s in range(cfg.warmup)]
+    return warm + [(rnd, s) for rnd in range(cfg.repeats) for s in range(cfg.warmup, cfg.steps)]
+
+
+def _predict(cost: Optional[CostFn], policy: Policy, step: Step) -> Optional[float]:
+    predict = getattr(cost, "predict", None)
+    if predict is None or getattr(cost, "scheme", None) != policy.scheme or step.plan is None:
+        return None
+    return float(predict(Plan.from_dict(step.plan), step.seqlens).step_time)
+
+
 def summarise(cfg: RunConfig, per_rank: Sequence[dict[str, Any]], backend: str) -> RunReport:
     """Fold every rank's records into a :class:`RunReport`."""
     world = len(per_rank)
-    by_key: dict[tuple[str, int], list[dict]] = {}
+    by_key: dict[tuple[str, int, int], list[StepRecord]] = {}
     for out in per_rank:
-        for rec in out["records"]:
-            by_key.setdefault((rec["policy"], rec["step"]), []).append(rec)
+        for rnd, rec in out["records"]:
+            by_key.setdefault((rec.policy, rnd, rec.step), []).append(rec)
     results = []
     for name, policy in cfg.policies:
         steps = []
-        for step in range(cfg.steps):
-            recs = sorted(by_key[(name, step)], key=lambda r: r["rank"])
+        for rnd, step in _job_order(cfg):
+            recs = tuple(sorted(by_key.get((name, rnd, step), []), key=lambda r: r.rank))
             if len(recs) != world:
                 raise RuntimeError(f"step {step} of {name}: {len(recs)} of {world} ranks reported")
-            wall = max(r["wall_s"] for r in recs)
-            steps.append(
-                StepSummary(
-                    step=step, wall_s=wall, tokens=recs[0]["tokens"], tokens_per_s=recs[0]["tokens"] / wall,
-                    loss=recs[0]["loss"], waves=recs[0]["waves"], layout=recs[0]["layout"],
-                    busy_s=tuple(r["busy_s"] for r in recs), comm_s=tuple(r["comm_s"] for r in recs),
-                    idle_s=tuple(r["idle_s"] for r in recs), peak_bytes=max(r["peak_bytes"] for r in recs),
-                    plan_ms=1e3 * max(r["plan_s"] for r in recs),
-                    plan_digest=recs[0]["plan_digest"], plan_s=tuple(r["plan_s"] for r in recs),
-                    waves_s=tuple(r["waves_s"] for r in recs), sync_s=tuple(r["sync_s"] for r in recs),
-                    opt_s=tuple(r["opt_s"] for r in recs),
-                    plan_wait_s=tuple(r["plan_wait_s"] for r in recs), new_groups=recs[0]["new_groups"],
-                    plan=recs[0]["plan"], seqlens=recs[0]["seqlens"],
-                )
-            )
-        results.append(PolicyResult(name, policy.to_dict(), tuple(steps), cfg.warmup))
+            s = Step(recs, round=rnd, warmup=step < cfg.warmup)
+            steps.append(replace(s, predicted_s=_predict(cfg.cost, policy, s)))
+        results.append(PolicyResult(name, policy.to_dict(), tuple(steps)))
     return RunReport(
         world_size=world, backend=backend, results=tuple(results),
         communicators=per_rank[0]["communicators"], groups=per_rank[0]["groups"],
         model=cfg.model.to_dict(), workload=cfg.workload.name,
         per_rank_communicators=max(out["per_rank"] for out in per_rank),
+        cores=per_rank[0].get("cores", 0), profile=cfg.profile, repeats=cfg.repeats,
     )
 
 

@@ -69,6 +69,10 @@ class StepRecord:
     new_groups: int = 0  # process groups created for this step's plan (lazily)
     plan: Optional[dict] = None  # the executed plan (Plan.to_dict), on rank 0 only
     seqlens: Optional[list] = None  # the global batch it planned, on rank 0 only
+    # Per wave (0 where this rank is in no group): CPU seconds of this rank's thread (compute,
+    # not waits: load on the machine does not inflate it) and seconds blocked in CP communication.
+    wave_cpu_s: tuple[float, ...] = ()
+    wave_comm_s: tuple[float, ...] = ()
 
 
 def describe_plan(plan: Plan) -> str:
@@ -112,8 +116,10 @@ def train_step(
     inputs = prepare(state, seqlens, step, pool, seed, device, planned)
     plan = inputs.plan
     t_waves = time.perf_counter()
+    wave_cpu = [0.0] * len(plan.waves)  # per wave; 0 where this rank is in no group
+    wave_comm = [0.0] * len(plan.waves)
     with timed_comm() as attn_comm:
-        loss_sum, peak_act = run_waves(state, inputs)
+        loss_sum, peak_act = run_waves(state, inputs, (wave_cpu, wave_comm, attn_comm))
     t_work = time.perf_counter() - t_start
     waves_s = time.perf_counter() - t_waves
     t0 = time.perf_counter()
@@ -136,6 +142,7 @@ def train_step(
         waves_s=waves_s, sync_s=allreduce_s, opt_s=opt_s, plan_wait_s=planned.wait_s,
         new_groups=inputs.new_groups, plan=plan.to_dict() if rank == 0 else None,
         seqlens=[int(x) for x in seqlens] if rank == 0 else None,
+        wave_cpu_s=tuple(wave_cpu), wave_comm_s=tuple(wave_comm),
     )
 
 
@@ -155,19 +162,28 @@ def prepare(
     return state.fcp.step(tokens, planned=planned)
 
 
-def run_waves(state: PolicyState, inputs: StepInputs) -> tuple[float, int]:
+def run_waves(state: PolicyState, inputs: StepInputs,
+              timing: Optional[tuple[list, list, list]] = None) -> tuple[float, int]:
     """Forward and backward of this rank's share of every wave; gradients accumulate.
 
     Returns this rank's part of the loss (per-token over the whole global batch) and the
-    largest activation memory saved for backward in one wave.
+    largest activation memory saved for backward in one wave. ``timing``, if given, is
+    ``(wave_cpu, wave_comm, comm_acc)``: the first two (one slot per wave of the plan) get this
+    thread's CPU seconds in each of its waves and the seconds it was blocked in CP
+    communication, read from ``comm_acc`` (the list an enclosing
+    :func:`~fcp_tune.attention.comm.timed_comm` yields).
     """
     loss_sum = 0.0
     peak_act = 0
     for wave in inputs.waves:
+        cpu0, comm0 = time.thread_time(), (timing[2][0] if timing is not None else 0.0)
         with _saved_bytes() as saved:
             logits = state.model(wave.input_ids, wave.position_ids, wave.attention)
             loss = wave_loss(logits, wave)
         peak_act = max(peak_act, saved[0])
         loss.backward()
         loss_sum += float(loss.detach())
+        if timing is not None:
+            timing[0][wave.index] += time.thread_time() - cpu0
+            timing[1][wave.index] += timing[2][0] - comm0
     return loss_sum, peak_act

@@ -18,6 +18,7 @@ from fcp_tune.planner.megatron import plan_megatron
 from fcp_tune.planner.plan import Group, Plan, Wave
 from fcp_tune.planner.table import tabulated
 from fcp_tune.planner.static import plan_static
+from fcp_tune.planner.mcore_dynamic import plan_mcore_dynamic
 from fcp_tune.planner.threshold import Placed, plan_threshold
 from fcp_tune.planner.vocab import build_vocabulary
 from fcp_tune.policy import Policy
@@ -28,6 +29,7 @@ PlanFn = Callable[[np.ndarray, Policy, CostFn], Placed]
 PLANNERS: Mapping[str, PlanFn] = MappingProxyType({
     "megatron": plan_megatron,
     "static": plan_static,
+    "mcore-dynamic": plan_mcore_dynamic,
     "pow2": plan_threshold,
     "thresholds": plan_threshold,
     "adaptive": plan_adaptive,

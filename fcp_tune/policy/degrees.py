@@ -99,6 +99,15 @@ def dividing_degree(world_size: int, token_budget: int, longest: int, padded: bo
     return None
 
 
+def megatron_degrees(world_size: int, token_budget: int, longest: int, max_degree: int) -> list[int]:
+    """Every ``--context-parallel-size`` a Megatron-LM user can run: dividing ``world_size`` and
+    holding the ``longest`` sequence after its THD padding, ascending, up to ``max_degree`` (the
+    smallest that fits is always in: :func:`dividing_degree` with ``padded``)."""
+    fits = [d for d in range(min_degree_for(longest, token_budget), world_size + 1)
+            if world_size % d == 0 and int(pad_to_multiple([longest], thd_pad_multiple(d))[0]) <= d * token_budget]
+    return [d for k, d in enumerate(fits) if k == 0 or d <= max_degree]
+
+
 def smallest_dividing_degree(world_size: int, token_budget: int, longest: int, padded: bool = False) -> int:
     """:func:`dividing_degree`, or an error naming the longest sequence when no degree holds it."""
     degree = dividing_degree(world_size, token_budget, longest, padded)

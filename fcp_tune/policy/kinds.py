@@ -26,7 +26,7 @@ import numpy as np
 
 from fcp_tune.policy.degrees import (
     ceil_pow2,
-    dividing_degree,
+    megatron_degrees,
     min_degree_for,
     pad_to_multiple,
     thd_pad_multiple,
@@ -40,6 +40,12 @@ WantedFn = Callable[["Policy", np.ndarray, np.ndarray], np.ndarray]
 PossibleFn = Callable[["Policy", int, int], Iterable[int]]
 # (kind, world_size, token_budget, longest sequence) -> [(row name, field values)]
 BaselinesFn = Callable[["Kind", int, int, int], list[tuple[str, dict[str, Any]]]]
+# The attention scheme Megatron-LM's users run: --cp-comm-type p2p (its default): ring.
+MEGATRON_SCHEME = "ring"
+# The largest CP degree the tuned Megatron sweep tries (8 nodes of 8 GPUs). Larger degrees give
+# each rank under 1/64 of a sequence: slower in every row measured (docs/BENCHMARKS.md), and
+# pricing a ring of d ranks costs d^2 blocks per sequence length.
+MEGATRON_SWEEP_MAX = 64
 
 
 def _itself(rule: "Kind", world_size: int, token_budget: int, longest: int) -> list[tuple[str, dict[str, Any]]]:
@@ -59,7 +65,8 @@ class Kind:
     such a sequence is an error, as it is for Megatron-LM). ``exact``: groups have exactly
     the policy's degree; ``aligned``: degree ``d`` only at multiples of ``d`` (else any
     contiguous range). ``thd_padding``: every sequence is padded to a multiple of
-    ``2 * degree`` (TransformerEngine's THD format) before it is planned and costed.
+    ``2 * degree`` (TransformerEngine's THD format) before it is planned and costed;
+    ``world_padding``: to a multiple of ``2 * world_size`` (Megatron-Core hybrid CP's dp x cp x 2).
     """
 
     name: str
@@ -74,6 +81,7 @@ class Kind:
     pow2: bool = False
     degree_divides_world: bool = False
     thd_padding: bool = False
+    world_padding: bool = False
 
     @property
     def from_spec(self) -> bool:
@@ -87,6 +95,8 @@ class Kind:
 
     def pad_multiple(self, policy: "Policy") -> int:
         """Every sequence is padded to a multiple of this before it is planned and costed (1: none)."""
+        if self.world_padding:
+            return 2 * policy.world_size
         return thd_pad_multiple(policy.degree) if self.thd_padding else 1  # type: ignore[arg-type]
 
     def padded(self, policy: "Policy", lengths: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -142,9 +152,22 @@ def _possible_any(policy: "Policy", top: int, max_min: int) -> Iterable[int]:
 
 
 def _megatron_baseline(rule: Kind, world_size: int, token_budget: int, longest: int) -> list[tuple[str, dict[str, Any]]]:
-    """Megatron-LM at the smallest degree dividing N whose ``2 * cp`` padding of the longest sequence fits."""
-    d = dividing_degree(world_size, token_budget, longest, padded=True)
-    return [] if d is None else [(f"{rule.name}:{d}", {"degree": d})]
+    """Megatron-LM at every degree a user sweeping ``--context-parallel-size`` can run (dividing N,
+    its ``2 * cp`` padding of the longest sequence fitting, up to :data:`MEGATRON_SWEEP_MAX`), on
+    Megatron-LM's default p2p ring: the fastest is "megatron tuned", the smallest beside it."""
+    return [(f"{rule.name}:{d}", {"degree": d, "scheme": MEGATRON_SCHEME})
+            for d in megatron_degrees(world_size, token_budget, longest, MEGATRON_SWEEP_MAX)]
+
+
+def _mcore_baseline(rule: Kind, world_size: int, token_budget: int, longest: int) -> list[tuple[str, dict[str, Any]]]:
+    return [(rule.name, {"scheme": MEGATRON_SCHEME})]  # Megatron-Core's dynamic CP, on its default p2p ring
+
+
+def _possible_mcore(policy: "Policy", top: int, max_min: int) -> Iterable[int]:
+    # Megatron-Core creates a group for every power of two below N and the whole DP x CP group
+    # (parallel_state.create_hybrid_dp_cp_groups); fill_empty_gpus may grow a group to either.
+    n = policy.world_size
+    return {1 << k for k in range(n.bit_length())} | {n}
 
 
 def _static_baselines(rule: Kind, world_size: int, token_budget: int, longest: int) -> list[tuple[str, dict[str, Any]]]:
@@ -165,7 +188,14 @@ KINDS: Mapping[str, Kind] = MappingProxyType({
             "static", "fcp-tune's cost-balanced static planner: one degree, LPT micro-batches",
             _fixed, _possible_static, fields=(DEGREE,), baselines=_static_baselines, exact=True,
         ),
-        Kind("pow2", "Megatron-Core dynamic CP: ceil_pow2(min degree)", _pow2, _possible_pow2, pow2=True),
+        Kind(
+            "mcore-dynamic", "Megatron-Core dynamic CP (BalancedCPScheduler): power-of-two groups by L^2/cp load",
+            _pow2, _possible_mcore, baselines=_mcore_baseline, pow2=True, world_padding=True,
+        ),
+        Kind(
+            "pow2", "power-of-two degrees, fcp-tune's cost-balanced placement (mcore-dynamic is Megatron-Core's)",
+            _pow2, _possible_pow2, baselines=lambda rule, n, b, longest: [], pow2=True,
+        ),
         Kind(
             "thresholds", "a length -> degree table, any integer degrees", _lookup, _possible_thresholds,
             fields=(THRESHOLDS,), baselines=lambda rule, n, b, longest: [],

@@ -24,7 +24,7 @@ from fcp_tune.workload import Workload
 
 
 def default_policy_path() -> Path:
-    """The bundled default policy (adaptive FCP on 4 local ranks)."""
+    """The bundled default policy (adaptive FCP on 2 local ranks, one per core of a 2-core machine)."""
     return Path(str(resources.files("fcp_tune") / "data" / "default_policy.yaml"))
 
 
@@ -64,12 +64,12 @@ def smallest_static_degree(base: Policy, workload: Workload, padded: bool = Fals
 
 
 def baseline_policies(world_size: int, token_budget: int, scheme: str, max_len: int) -> list[tuple[str, Policy]]:
-    """Every kind's baselines, in registry order: ``megatron:D`` (Megatron-LM static CP at the
-    smallest degree dividing N whose ``2 * cp`` padding fits), ``static:D`` at every feasible
-    degree dividing N, ``pow2``, ``adaptive``."""
+    """Every kind's baselines, in registry order: ``megatron:D`` at every degree a user can run
+    (on Megatron-LM's default ring), ``static:D`` at every feasible degree dividing N,
+    ``mcore-dynamic`` (ring), ``adaptive``; fcp-tune's own kinds on ``scheme``."""
     common = dict(world_size=world_size, token_budget=token_budget, scheme=scheme)
     return [
-        (name, Policy(kind=kind, **common, **values))
+        (name, Policy(kind=kind, **{**common, **values}))
         for kind, rule in KINDS.items()
         for name, values in rule.baselines(rule, world_size, token_budget, max_len)
     ]
@@ -86,10 +86,22 @@ def scheme_override(policy: Policy, scheme: str | None) -> Policy:
     return policy if scheme is None else replace(policy, scheme=scheme)
 
 
+def document_cap(world_size: int, token_budget: int) -> int:
+    """The longest document a world can hold: ``world_size * token_budget`` tokens.
+
+    ``run``, ``search``, ``simulate`` and ``report`` split longer documents into pieces of
+    this length (as a training context length would) unless ``--max-len`` says otherwise,
+    so a policy searched for a workload runs on the same sequences.
+    """
+    return world_size * token_budget
+
+
 def resolve_policies(
-    policy: str | None, compare: list[str], nproc: int | None, scheme: str | None, workload: Workload
+    policy: str | None, compare: list[str], nproc: int | None, scheme: str | None, workload: Workload,
+    token_budget: int | None = None,
 ) -> tuple[tuple[str, Policy], ...]:
-    """The policy under test (default: the bundled one) at ``nproc`` ranks, then the named baselines.
+    """The policy under test (default: the bundled one) at ``nproc`` ranks (and ``token_budget``
+    when given), then the named baselines built on it.
 
     Names: the policy's kind for the default, a file's stem, or the spec itself for a
     baseline (``megatron``, ``static``, ``static:3``, ``pow2``, ...; a repeated name gets ``#i``).
@@ -97,6 +109,8 @@ def resolve_policies(
     default = load_policy(default_policy_path())
     main = resolve_policy(policy, default, workload) if policy else default
     main = scheme_override(fit_world(main, nproc), scheme)
+    if token_budget is not None and token_budget != main.token_budget:
+        main = replace(main, token_budget=token_budget)
     out = [(main.kind if policy is None else Path(policy).stem, main)]
     for spec in compare:
         p = fit_world(resolve_policy(spec, main, workload), main.world_size)

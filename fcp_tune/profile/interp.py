@@ -16,7 +16,13 @@ extrapolated wildly:
 Collectives (:class:`CommTable`): the fitted ``alpha + bytes/beta`` of the measured group
 size; a size between measured ones interpolates ``alpha`` and ``1/beta`` linearly; a size
 past the node (``extrapolation.gpus_per_node``) keeps the intra-node bus bandwidth unless
-the inter-node links are slower (see :meth:`CommTable.fit_for`).
+the inter-node links are slower (see :meth:`CommTable.fit_for`). A size above every measured
+one in a profile without such a rule (a measured profile taken on fewer processes than it
+is asked about) follows the *same-fabric rule*: the largest measured group's bus bandwidth
+(nccl-tests' size-independent figure) and its latency per algorithm step, ``alpha`` scaled by
+``(n - 1) / (m - 1)`` for the collectives (ring algorithms take ``n - 1`` steps) and kept for
+``p2p_ring`` (one exchange per step). It holds while every rank keeps a core (or GPU) of
+its own; it says nothing about more processes than cores.
 """
 
 from __future__ import annotations
@@ -167,6 +173,8 @@ class CommTable:
             w = (n - lo[-1]) / (hi[0] - lo[-1])
             inv = (1 - w) / a.beta_Bps + w / b.beta_Bps
             return CommFit((1 - w) * a.alpha_s + w * b.alpha_s, 1.0 / inv)
+        if lo and ex is None:
+            return same_fabric(op, lo[-1], self.profile.curve(op, lo[-1]).fit, n)
         have = ", ".join(map(str, sizes)) or "none"
         raise FcpTuneError(
             f"profile has no {op} data for {n} ranks (measured group sizes: {have}) and no extrapolation rule "
@@ -204,3 +212,13 @@ class CommTable:
         except FcpTuneError:
             return False
         return True
+
+
+def same_fabric(op: str, m: int, fit: CommFit, n: int) -> CommFit:
+    """``op``'s fit at ``n`` ranks from its fit at ``m < n`` ranks on the same fabric (the rule in
+    the module docstring): bus bandwidth kept, latency per ring step kept."""
+    if not 2 <= m < n:
+        raise FcpTuneError(f"same_fabric extrapolates from 2 <= m < n, got m={m}, n={n}")
+    bus = fit.beta_Bps * bus_factor(op, m)
+    steps = 1.0 if op == "p2p_ring" else (n - 1) / (m - 1)
+    return CommFit(fit.alpha_s * steps, bus / bus_factor(op, n))

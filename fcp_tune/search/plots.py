@@ -29,6 +29,7 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
         warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
         ax = optuna.visualization.matplotlib.plot_optimization_history(study)
         ax.set_ylabel("predicted step time (s)")
+        _history_legend(ax, study)
         paths.append(_save(ax.figure, out / "history.png", plt))
         try:
             ax = optuna.visualization.matplotlib.plot_param_importances(study)
@@ -55,6 +56,8 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
     ax2.set_ylabel("CP degree")
     ax2.set_ylim(0, max(ys) * 1.15 + 1)
     ax2.yaxis.get_major_locator().set_params(integer=True)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper right")
     ax.set_title("searched length-to-degree map over the workload")
     paths.append(_save(fig, out / "degree_map.png", plt))
 
@@ -65,12 +68,29 @@ def write_plots(study: Any, result: SearchResult, workload: Workload, out_dir: s
         keep = [0] + sorted(keep, key=lambda i: names[i])
         names, times = [names[i] for i in keep], [times[i] for i in keep]
     fig, ax = plt.subplots(figsize=(8, 4))
+    from matplotlib.patches import Patch
+
     ax.barh(names, times, color=["#c33"] + ["#9ab"] * (len(names) - 1))
+    ax.legend([Patch(color="#c33"), Patch(color="#9ab")], ["searched thresholds policy", "baseline"],
+              loc="lower right")
     ax.set_xlabel("predicted step time (s)")
     ax.invert_yaxis()
     ax.set_title("searched policy against the baselines")
     paths.append(_save(fig, out / "comparison.png", plt))
     return paths
+
+
+def _history_legend(ax: Any, study: Any) -> None:
+    """Name every mark of Optuna's history plot: its dots, its best-value line, and the grey
+    dots it draws for infeasible trials (over the memory budget), which it leaves unlabelled."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    infeasible = sum(1 for t in study.trials if t.constraints and any(v > 0 for v in t.constraints.values()))
+    if infeasible:
+        handles.append(Line2D([], [], marker="o", linestyle="", color="#cccccc"))
+        labels.append(f"infeasible trial: over the memory budget ({infeasible})")
+    ax.legend(handles, labels, loc="upper right")
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

@@ -8,7 +8,8 @@ degree per range. Boundaries are encoded as fractions of the *remaining* log2 sp
 
 so every sample is an ordered, valid boundary vector (no pruning, no rejected trials),
 and any ordered vector has an encoding (:meth:`ThresholdSpace.encode`) for enqueuing
-baselines. Degrees are integers in ``1..N`` sampled on a log scale. Memory is a constraint:
+baselines. Degrees are integers in ``1..N`` sampled on a log scale. Optuna names them
+``threshold_i_position`` (u_i) and ``cp_degree_range_i``. Memory is a constraint:
 the degree of range ``i`` must hold its longest sequence in the per-rank budget.
 """
 
@@ -21,6 +22,17 @@ from typing import Any, Sequence
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.policy import Policy, min_degree_for
 from fcp_tune.schemes import DEFAULT_SCHEME
+
+
+def cut_param(i: int) -> str:
+    """Optuna name of threshold ``i + 1``: where it sits between the previous one and the
+    longest length, as a fraction of the remaining log2-length span (0..1)."""
+    return f"threshold_{i + 1}_position"
+
+
+def degree_param(i: int) -> str:
+    """Optuna name of the CP degree of length range ``i + 1`` (shortest first)."""
+    return f"cp_degree_range_{i + 1}"
 
 
 @dataclass(frozen=True)
@@ -70,21 +82,21 @@ class ThresholdSpace:
         x = lo
         for i, b in enumerate(boundaries):
             xb = min(max(math.log2(max(b, 1)), x), hi)
-            params[f"u{i + 1}"] = 0.0 if hi - x <= 0 else (xb - x) / (hi - x)
+            params[cut_param(i)] = 0.0 if hi - x <= 0 else (xb - x) / (hi - x)
             x = xb
         for i, d in enumerate(degrees):
-            params[f"d{i}"] = int(min(max(d, 1), self.world_size))
+            params[degree_param(i)] = int(min(max(d, 1), self.world_size))
         return params
 
     def suggest(self, trial: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Sample (boundaries, degrees) from an Optuna trial."""
-        fractions = [trial.suggest_float(f"u{i + 1}", 0.0, 1.0) for i in range(self.ranges - 1)]
-        degrees = tuple(trial.suggest_int(f"d{i}", 1, self.world_size, log=True) for i in range(self.ranges))
+        fractions = [trial.suggest_float(cut_param(i), 0.0, 1.0) for i in range(self.ranges - 1)]
+        degrees = tuple(trial.suggest_int(degree_param(i), 1, self.world_size, log=True) for i in range(self.ranges))
         return self.boundaries(fractions), degrees
 
     def from_params(self, params: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        fractions = [params[f"u{i + 1}"] for i in range(self.ranges - 1)]
-        return self.boundaries(fractions), tuple(int(params[f"d{i}"]) for i in range(self.ranges))
+        fractions = [params[cut_param(i)] for i in range(self.ranges - 1)]
+        return self.boundaries(fractions), tuple(int(params[degree_param(i)]) for i in range(self.ranges))
 
     # -------------------------------------------------------------- policies
     def policy(self, boundaries: Sequence[int], degrees: Sequence[int], metadata: dict | None = None) -> Policy:
@@ -115,8 +127,8 @@ class ThresholdSpace:
         for d in range(need, self.world_size + 1):
             if self.world_size % d:
                 continue  # static CP needs DP = N / CP
-            params = {f"u{i + 1}": 0.5 for i in range(self.ranges - 1)}
-            params.update({f"d{i}": d for i in range(self.ranges)})
+            params = {cut_param(i): 0.5 for i in range(self.ranges - 1)}
+            params.update({degree_param(i): d for i in range(self.ranges)})
             out.append((f"static:{d}", params))
         out.append(("pow2", self.encode(*self.pow2_thresholds())))
         return out

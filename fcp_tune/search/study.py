@@ -5,7 +5,8 @@ over a fixed, seeded set of global batches (:class:`~fcp_tune.search.evaluate.Ev
 The baselines (static at each feasible degree, pow2) are enqueued as the first trials in
 their thresholds form, so the search starts from what users run today and its best trial
 is never worse than any of them. Memory is an Optuna constraint (``trial.set_constraint``):
-a range whose degree cannot hold its longest sequence makes the trial infeasible.
+a range whose degree cannot hold its longest sequence, or a predicted peak above the
+device's memory (the profile's ``hardware``), makes the trial infeasible.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from fcp_tune.costmodel import CostModel
 from fcp_tune.errors import FcpTuneError
-from fcp_tune.launch import STOP_SIGNALS, Terminated
+from fcp_tune.launch import STOP_SIGNALS, Terminated, signal_handlers
 from fcp_tune.limits import (MAX_BATCHES, MAX_RANGES, MAX_TRIALS, MAX_WORLD_SIZE, check_float, check_int, check_seed,
                              check_tokens)
 from fcp_tune.redact import redact
@@ -98,9 +98,27 @@ class SearchResult:
         adaptive = next((b.score.step_s for b in self.baselines if b.policy.kind == "adaptive"), None)
         return None if adaptive is None else recommend(self.score.step_s, adaptive)
 
+    def advice(self) -> Optional[str]:
+        """What :attr:`recommendation` (thresholds or adaptive) does not say, in plain words:
+        that one CP degree for every length beats every thresholds table searched and adaptive
+        (beyond the tolerance), or that the searched table is itself a single degree."""
+        singles = [b for b in self.baselines if b.policy.kind in ("static", "megatron")]
+        best = min(singles, key=lambda b: b.score.step_s, default=None)
+        adaptive = min((b.score.step_s for b in self.baselines if b.policy.kind == "adaptive"), default=float("inf"))
+        if (best is not None and best.score.step_s < adaptive
+                and self.score.step_s / best.score.step_s - 1.0 > ADAPTIVE_TOLERANCE):
+            return (f"one CP degree for every length, {best.name}, is predicted "
+                    f"{self.score.step_s / best.score.step_s:.2f}x faster than every thresholds table searched "
+                    f"and than adaptive: run it with `fcp-tune run --policy {best.name}`")
+        if len(set(self.policy.degrees)) == 1:
+            return (f"the searched table gives every length degree {self.policy.degrees[0]}: it is static CP "
+                    f"(`--policy static:{self.policy.degrees[0]}` runs the same plans' degree)")
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "recommendation": self.recommendation,
+            "advice": self.advice(),
             "policy": self.policy.to_dict(),
             "predicted": self.score.to_dict(),
             "baselines": {b.name: b.score.to_dict() for b in self.baselines},
@@ -211,22 +229,13 @@ class _StopRequest:
 
     @contextmanager
     def on_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
         def handler(signum: int, _frame: Any) -> None:
             if self.signum is not None:
                 self._raise(signum)
             self.signum = signum
 
-        sigs = (signal.SIGINT,) + STOP_SIGNALS
-        previous = {s: signal.signal(s, handler) for s in sigs}
-        try:
+        with signal_handlers((signal.SIGINT,) + STOP_SIGNALS, handler):
             yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     @staticmethod
     def _raise(signum: int) -> None:
@@ -237,6 +246,34 @@ class _StopRequest:
     def raise_if_stopped(self) -> None:
         if self.signum is not None:
             self._raise(self.signum)
+
+
+def best_feasible(study: Any, evaluator: Any = None, space: Any = None) -> Any:
+    """The completed trial with the lowest value among those meeting every constraint; without
+    one, an error naming (for the fastest trial) the rank over the device, its GiB and the device's."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in done if not any(v > 0 for v in dict(t.constraints or {}).values())]
+    if not feasible:
+        why = ""
+        if done and evaluator is not None and space is not None:
+            fastest = min(done, key=lambda t: (t.value, t.number))
+            line = evaluator.score(space.policy(*space.from_params(fastest.params))).over_device()
+            why = f"; the fastest: {line}" if line else ""
+        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget or the device's memory "
+                           f"(lower --token-budget, or --token-budget auto){why}")
+    return min(feasible, key=lambda t: (t.value, t.number))
+
+
+def memory_violation(budget_violation: float, score: Score) -> float:
+    """The trial's memory constraint (> 0: infeasible): ranks missing to hold a range's longest
+    sequence in the token budget, or the predicted peak's excess over the device, as a share
+    of the device's memory (the larger of the two)."""
+    excess = 0.0
+    if not score.fits:
+        excess = (score.peak_memory_bytes - score.device_memory_bytes) / score.device_memory_bytes  # type: ignore[operator]
+    return max(budget_violation, excess)
 
 
 def run_search(
@@ -264,8 +301,8 @@ def run_search(
             study.stop()  # another worker's trials filled the budget, or a signal asked to stop
             raise optuna.TrialPruned("not run: the study's trial budget is reached or the search is stopping")
         bounds, degrees = space.suggest(trial)
-        trial.set_constraint("memory", space.memory_violation(bounds, degrees))
         score = evaluator.score(space.policy(bounds, degrees))
+        trial.set_constraint("memory", memory_violation(space.memory_violation(bounds, degrees), score))
         record_trial(trial, bounds, degrees, score.step_s)  # readable columns in Optuna's own tools
         return score.step_s * (1.0 + cfg.comm_penalty * score.per_rank_communicators)
 
@@ -281,21 +318,13 @@ def run_search(
         with stop.on_signals():
             study.optimize(objective, n_trials=remaining, callbacks=[callback], catch=())
         stop.raise_if_stopped()
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget") from None
-    if best.constraints and any(v > 0 for v in best.constraints.values()):
-        raise FcpTuneError("no feasible trial: every candidate exceeded the memory budget")
+    best = best_feasible(study, evaluator, space)
     bounds, degrees = space.from_params(best.params)
-    scores = [Scored(n, p, evaluator.score(p)) for n, p in baseline_policies(
-        cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
     policy = space.policy(bounds, degrees)
-    score = evaluator.score(policy)
-    refs = reference_scores(scores)
+    score, scores, refs, speedups = _score_with_baselines(evaluator, cfg, workload, policy)
     static_name = refs["best_static"][0]
-    speedups = {b.name: b.score.step_s / score.step_s for b in scores}
-    speedups.update(speedups_over(score.step_s, refs))  # megatron, best_static, pow2
+    import optuna
+
     metadata = {
         "source": "fcp-tune search",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -313,6 +342,8 @@ def run_search(
             "step_s": score.step_s, "tokens_per_s": score.tokens_per_s, "efficiency": score.efficiency,
             "peak_memory_bytes": score.peak_memory_bytes, "best_static": static_name,
             "megatron": refs["megatron"][0] if "megatron" in refs else None,
+            "megatron_smallest": refs["megatron_smallest"][0] if "megatron_smallest" in refs else None,
+            "tflops_per_gpu": score.tflops_per_gpu, "mfu": score.mfu, "fits": score.fits,
             "speedup": {k: round(v, 4) for k, v in speedups.items()},
             "baseline_step_s": {b.name: b.score.step_s for b in scores},
         },
@@ -321,6 +352,30 @@ def run_search(
     result = SearchResult(policy, score, tuple(scores), completed_trials(study), study.study_name,
                           time.perf_counter() - t0, speedups)
     return result, study, space
+
+
+def _score_with_baselines(evaluator: Evaluator, cfg: SearchConfig, workload: Workload, policy: Policy) -> tuple:
+    """``policy``'s score, the baselines' scores, the reference scores and the speedups over them."""
+    scores = [Scored(n, p, evaluator.score(p)) for n, p in baseline_policies(
+        cfg.world_size, cfg.token_budget, cfg.scheme, max(workload.seqlens))]
+    score = evaluator.score(policy)
+    refs = reference_scores(scores)
+    speedups = {b.name: b.score.step_s / score.step_s for b in scores}
+    speedups.update(speedups_over(score.step_s, refs))  # the COMPARISONS keys
+    return score, scores, refs, speedups
+
+
+def score_policy(cfg: SearchConfig, profile: Profile, workload: Workload, model: ModelConfig,
+                 policy: Policy) -> SearchResult:
+    """A :class:`SearchResult` for an existing ``policy`` (a file ``search`` exported, or any
+    policy), scored with the baselines exactly as a search scores its best: no trials run."""
+    t0 = time.perf_counter()
+    cost = CostModel.from_profile(profile, model, scheme=cfg.scheme, world_size=cfg.world_size)
+    evaluator = Evaluator(cost, workload, cfg.world_size, batches=cfg.batches, seed=cfg.seed)
+    score, scores, _, speedups = _score_with_baselines(evaluator, cfg, workload, policy)
+    searched = dict(policy.metadata).get("search", {}) if isinstance(policy.metadata, dict) else {}
+    return SearchResult(policy, score, tuple(scores), int(searched.get("trials", 0)),
+                        str(searched.get("study_name", "")), time.perf_counter() - t0, speedups)
 
 
 def reproduce_command(argv: Optional[list[str]] = None) -> str:
