@@ -426,8 +426,9 @@ def _worker(storage: str, prof: str, wl: str, trials: int) -> None:
     from fcp_tune.search.study import SearchConfig, run_search
     from fcp_tune.workload import load_workload
 
+    # Two batches per score: the shared budget does not depend on how each trial is scored.
     cfg = SearchConfig(world_size=2, token_budget=1024, trials=trials, storage=storage, study_name="shared",
-                       sampler="random", profile_sha256="p", workload_sha256="w")
+                       sampler="random", profile_sha256="p", workload_sha256="w", batches=2)
     run_search(cfg, load_profile(prof), load_workload(wl), MODEL)
     os._exit(0)
 
@@ -449,6 +450,37 @@ def test_concurrent_searches_share_the_trial_budget(tmp_path, files):
         assert w.exitcode == 0
     study = optuna.load_study(study_name="shared", storage=storage)
     assert completed_trials(study) == trials
+
+
+def test_sqlite_storage_transactions_take_the_write_lock_at_begin(tmp_path, monkeypatch):
+    """Workers sharing an SQLite study cannot both read an enqueued trial as WAITING and both
+    claim it (optuna/optuna#4621): a transaction holds the write lock from its first read, so
+    a second worker's transaction waits for it (here: times out at once)."""
+    import optuna
+    import sqlalchemy
+    from sqlalchemy.exc import OperationalError
+
+    import fcp_tune.search.storage as storage_mod
+
+    monkeypatch.setattr(storage_mod, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    read = sqlalchemy.text("SELECT count(*) FROM trials")
+    ours = [storage_mod.open_storage(url).engine for _ in range(2)]
+    plain = [optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.2}}).engine
+             for _ in range(2)]
+    for (a, b), serialised in ((ours, True), (plain, False)):
+        with a.connect() as ca, b.connect() as cb:
+            with ca.begin():
+                ca.execute(read)
+                if serialised:
+                    with pytest.raises(OperationalError, match="locked"):
+                        with cb.begin():
+                            cb.execute(read)
+                else:  # negative control: the driver's default lets both read, then both write
+                    with cb.begin():
+                        cb.execute(read)
+        a.dispose()
+        b.dispose()
 
 
 # ---------------------------------------------------------------------- signals (real processes)

@@ -9,6 +9,7 @@ or a lost gradient contribution makes these fail.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -41,13 +42,14 @@ def _policies(world: int, scheme: str) -> list[Policy]:
     ]
 
 
-def _rank(rank, world, dtype, scheme):
-    cfg = dataclasses.replace(MODEL, dtype=dtype)
-    out = []
+def _rank(rank, world, dtypes, scheme):
+    """Every policy in every dtype of ``dtypes`` (one launch serves several test cases)."""
+    out = {dtype: [] for dtype in dtypes}
     policies = _policies(world, scheme)
     ranges = sorted({r for p in policies for r in candidate_ranges(p)}, key=lambda r: (r[1], r[0]))
     pool = GroupPool(ranges, world)
-    for policy in policies:
+    for dtype, policy in itertools.product(dtypes, policies):
+        cfg = dataclasses.replace(MODEL, dtype=dtype)
         model = build_model(cfg, seed=1)
         params = list(model.parameters())
         state = PolicyState(policy.kind, policy, model, torch.optim.SGD(params, lr=0.0), params)
@@ -57,19 +59,41 @@ def _rank(rank, world, dtype, scheme):
         loss_part, _ = run_waves(state, inputs)
         loss = sync_gradients(params, loss_part)
         grads = {n: p.grad.detach().double().clone() for n, p in model.named_parameters()}
-        out.append((policy.kind, plan.to_dict(), loss, grads))
+        out[dtype].append((policy.kind, plan.to_dict(), loss, grads))
     dist.barrier()
     return out if rank == 0 else None
+
+
+DTYPES = ("float64", "float32")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The float64 single-process loss and gradients every case compares with."""
+    ref_model = build_model(dataclasses.replace(MODEL, dtype="float64"), seed=1)
+    return reference_step(ref_model, SEQLENS, step=3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def launched():
+    """One launch per world size runs both dtypes; each parametrised case reads its part."""
+    cache = {}
+
+    def get(world):
+        if world not in cache:
+            scheme = "ring" if world == 3 else "allgather"
+            cache[world] = run_local(_rank, world, args=(DTYPES, scheme), timeout=240, collective_timeout=60)[0]
+        return cache[world]
+
+    return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world", [3, 4])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-5)])
-def test_loss_and_gradients_match_reference(world, dtype, tol):
-    scheme = "ring" if world == 3 else "allgather"
-    results = run_local(_rank, world, args=(dtype, scheme), timeout=240, collective_timeout=60)[0]
-    ref_model = build_model(dataclasses.replace(MODEL, dtype="float64"), seed=1)
-    ref_loss, ref_grads = reference_step(ref_model, SEQLENS, step=3, seed=7)
+def test_loss_and_gradients_match_reference(world, dtype, tol, reference, launched):
+    results = launched(world)[dtype]
+    ref_loss, ref_grads = reference
     assert ref_loss > 1.0  # a real cross-entropy, not a degenerate zero
     kinds = set()
     for kind, plan, loss, grads in results:
@@ -84,10 +108,9 @@ def test_loss_and_gradients_match_reference(world, dtype, tol):
     assert any(len(w) > 1 for _, plan, _, _ in results for w in plan["waves"])
 
 
-def _max_errors(world, dtype, scheme):
-    results = run_local(_rank, world, args=(dtype, scheme), timeout=240, collective_timeout=60)[0]
-    ref_model = build_model(dataclasses.replace(MODEL, dtype="float64"), seed=1)
-    ref_loss, ref_grads = reference_step(ref_model, SEQLENS, step=3, seed=7)
+def _max_errors(world, dtype, scheme, reference):
+    results = run_local(_rank, world, args=((dtype,), scheme), timeout=240, collective_timeout=60)[0][dtype]
+    ref_loss, ref_grads = reference
     loss_err = max(abs(loss - ref_loss) for _, _, loss, _ in results)
     grad_err = max(
         float((grads[n] - g).abs().max()) / max(1.0, float(g.abs().max()))
@@ -104,14 +127,14 @@ def _chunk_local_positions(tokens, targets, seq_ids, degree, rank):
 
 
 @pytest.mark.slow
-def test_parity_catches_wrong_rope_positions(monkeypatch):
+def test_parity_catches_wrong_rope_positions(monkeypatch, reference):
     monkeypatch.setattr(session_mod, "shard_sequences", _chunk_local_positions)  # forked ranks inherit it
-    _, grad_err = _max_errors(3, "float64", "allgather")
+    _, grad_err = _max_errors(3, "float64", "allgather", reference)
     assert grad_err > 1e-6
 
 
 @pytest.mark.slow
-def test_parity_catches_wrong_loss_normalisation(monkeypatch):
+def test_parity_catches_wrong_loss_normalisation(monkeypatch, reference):
     monkeypatch.setattr(session_mod, "target_count", lambda targets: sum(t.numel() for t in targets))  # counts last tokens too
-    loss_err, grad_err = _max_errors(3, "float64", "ring")
+    loss_err, grad_err = _max_errors(3, "float64", "ring", reference)
     assert loss_err > 1e-6 and grad_err > 1e-9

@@ -67,6 +67,7 @@ def _fresh_copy(dest: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_every_readme_bash_block_exits_zero(tmp_path):
     repo = tmp_path / "fcp-tune"
     repo.mkdir()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from typer.testing import CliRunner
@@ -112,9 +113,32 @@ def test_cli_bad_input_is_one_line(args, message):
     assert len(lines) == 1 and message in lines[0], res.output
 
 
+def _processes_marked(marker: str) -> list[int]:
+    """Live processes (not this one) whose command line or environment holds ``marker``.
+
+    The launched command carries the marker in its argv (forked ranks share it) and in its
+    environment (anything it starts inherits it), so this finds this test's processes only,
+    not another run of the same test elsewhere on the machine.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        for part in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{entry}/{part}", "rb") as fh:
+                    if marker.encode() in fh.read():
+                        found.append(int(entry))
+                        break
+            except OSError:  # gone, or not ours to read
+                pass
+    return found
+
+
 @pytest.mark.slow
 def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
     """The launching command itself exits non-zero when a rank dies, leaving no process behind."""
+    marker = f"fcp-tune-leftover-check-{uuid.uuid4().hex}"
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from tests.test_run_cli import _cfg\n"
@@ -122,14 +146,35 @@ def test_cli_subprocess_fault_exits_nonzero_quickly(tmp_path):
         "from fcp_tune.executor import run_training\n"
         "wave_fault(rank=0, step=0, kind='kill')\n"
         "run_training(_cfg(world=2), timeout=60, collective_timeout=20)\n"
-    ) % os.getcwd()
+        "# %s\n"
+    ) % (os.getcwd(), marker)
+    env = {**os.environ, "FCP_TUNE_TEST_MARKER": marker}
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90, env=env)
     assert proc.returncode != 0
     assert "rank 0 died" in proc.stderr
     assert time.monotonic() - t0 < 60
-    leftover = subprocess.run(["pgrep", "-f", "tests.test_run_cli import _cfg"], capture_output=True, text=True)
-    assert leftover.stdout.strip() == ""
+    # A process already killed may take a moment to vanish from /proc on a loaded machine;
+    # one the launcher left running is still there after the grace period.
+    deadline = time.monotonic() + 5.0
+    while (leftover := _processes_marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover == [], f"processes left behind: {leftover}"
+
+
+def test_processes_marked_finds_a_marked_process():
+    """Negative control for the leftover check: a live marked process is found, then not."""
+    marker = f"fcp-tune-leftover-check-{uuid.uuid4().hex}"
+    child = subprocess.Popen([sys.executable, "-c", f"import time; print('up', flush=True); time.sleep(60)  # {marker}"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "up\n"  # past exec: its command line is the marked one
+        assert child.pid in _processes_marked(marker)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert _processes_marked(marker) == []
 
 
 def test_cli_sequence_longer_than_world_times_budget_fails_before_launch():

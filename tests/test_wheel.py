@@ -7,9 +7,9 @@ does not pull a CUDA one), and runs the commands' defaults from an empty directo
 ``run --steps 2``, ``search --trials 5``, ``validate --steps 2`` and ``profile --show``.
 Everything they read by default (profile, policy, workload) must come from package data,
 and the base install has nothing GPU-only (no pynvml: hardware facts say "unavailable").
-Takes about 1.5-2 minutes on 2 cores (most of it pip), so it is marked ``wheel``: the
+Takes about 1.5-2 minutes on 2 cores (most of it pip), so it is marked ``ci``: the
 default local ``pytest -q`` leaves it out, CI (``.ci/run``, the README's test command) runs it;
-run it alone with ``pytest -q -m wheel tests/test_wheel.py``.
+run it alone with ``pytest -q -m ci tests/test_wheel.py``.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.wheel
+@pytest.mark.ci
 def test_wheel_runs_the_defaults_outside_the_checkout(installed, tmp_path):
     bindir, env = installed
     work = tmp_path / "elsewhere"

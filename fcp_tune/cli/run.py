@@ -161,7 +161,7 @@ def run(
         None, "--compare", "-c", metavar="NAMES",
         help=f"Baselines run interleaved: {spec_help()}, a policy file, or none (repeat or comma-separate). "
              "megatron is Megatron-LM's static CP, mcore-dynamic Megatron-Core's dynamic CP, static and pow2 "
-             "fcp-tune's own cost-balanced baselines. [default: megatron,mcore-dynamic,static,pow2]"),
+             "fcp-tune's own cost-balanced baselines. [default: megatron, mcore-dynamic, static, pow2]"),
     model: str = typer.Option("tiny", "--model", "-m", metavar="NAME|PATH", help="Model preset (tiny, small) or model YAML."),
     scheme: Optional[str] = typer.Option(None, "--scheme", metavar="NAME",
                                          help=f"Override the attention scheme: {scheme_names()}."),

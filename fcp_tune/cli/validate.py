@@ -81,7 +81,7 @@ def render(report: ValidationReport, wide: bool = False) -> None:
 @cli_errors
 def validate_cmd(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", help=f"Policy file, or a kind: {spec_help()}. Default: the bundled adaptive policy."),
-    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: megatron,mcore-dynamic."),
+    compare: Optional[List[str]] = typer.Option(None, "--compare", "-c", help="Baselines run interleaved (repeat or comma-separate; 'none' for none). Default: megatron, mcore-dynamic."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", help="Workload file or built-in. [default: the bundled workload, documents split at the largest power of two <= nproc, x token_budget]"),
     profile: Optional[str] = typer.Option(None, "--profile", help="Profile YAML or bundled name. Default: the newest profile measured on this host for the model, else the bundled cpu-epyc-2proc-tiny."),
     nproc: int = typer.Option(2, "--nproc", "-n", min=1, help="Local processes (the world size the policies are fitted to)."),

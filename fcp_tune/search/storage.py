@@ -20,6 +20,9 @@ from fcp_tune.redact import redact
 # A journal write holds ``PATH.lock`` for milliseconds; one older than this was left by a
 # search that was killed (``kill -9``) while writing, and would cost Optuna's 30 s grace period.
 STALE_LOCK_S = 10.0
+# How long an SQLite write waits for another worker's transaction (the driver's default is 5 s,
+# which a worker descheduled on a loaded machine can exceed).
+SQLITE_BUSY_TIMEOUT_S = 60.0
 # What SQLAlchemy/Alembic say when two workers create a new database's tables at once.
 _CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 
@@ -67,6 +70,11 @@ def _open(spec: str) -> Any:
                 raise FcpTuneError(f"storage {spec}: {path} is not an SQLite database")
     for attempt in range(5):
         try:
+            if spec.startswith("sqlite:"):
+                storage = optuna.storages.RDBStorage(
+                    spec, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+                serialise_sqlite_transactions(storage.engine)
+                return storage
             return optuna.storages.RDBStorage(spec)
         except Exception as exc:  # noqa: BLE001
             # Workers opening a new database at once race to create its tables: the loser retries.
@@ -74,6 +82,28 @@ def _open(spec: str) -> Any:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise FcpTuneError(f"storage {spec}: cannot open: {str(exc).splitlines()[0]}") from None
+
+
+def serialise_sqlite_transactions(engine: Any) -> None:
+    """Make every transaction on ``engine`` (SQLite) take the write lock when it begins.
+
+    Python's sqlite3 driver begins a transaction only at the first write, so Optuna's
+    read-then-update steps are not atomic across processes: two workers can both read an
+    enqueued trial as WAITING and both run it (the second then fails with "Cannot tell a
+    COMPLETE trial"; optuna/optuna#4621). ``BEGIN IMMEDIATE`` makes the read and the update
+    one transaction that other workers wait for (SQLAlchemy's documented pysqlite recipe).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the tables get the handlers too
 
 
 def _check_dir(path: Path, spec: str) -> None:
