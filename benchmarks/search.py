@@ -2,6 +2,7 @@
 
     python benchmarks/search.py                          # 4 workloads, 200 trials, N = 64 and 1024
     python benchmarks/search.py --trials 60 --sizes 64 --workloads long-tail --fill 0.5
+    python benchmarks/search.py --gap --workloads long-tail python-stdlib --fills 1.0 0.5   # vs adaptive
 
 For each workload: ``fcp-tune search`` (TPE, seed 0, 5 ranges) at N = 64, a per-rank budget
 of 16K tokens and a global batch of ``fill x N x 16K`` tokens, llama3-8b shapes; then the
@@ -84,6 +85,44 @@ def run(trials: int, budget: int, sizes: list[int], workloads: list[str], fill: 
     return out
 
 
+def gap_rows(trials: int, budget: int, workloads: list[str], fills: list[float], seed: int = 0) -> list[dict]:
+    """For each workload and fill: search at N = 64, then the searched table's predicted step
+    against adaptive's on the same evaluation batches, and ``search``'s recommendation."""
+    prof = load_profile(PROFILE)
+    model = PRESETS["llama3-8b"]
+    rows = []
+    for name in workloads:
+        for fill in fills:
+            wl = load_workload(WORKLOADS[name], global_batch_tokens=int(fill * 64 * budget))
+            cfg = SearchConfig(world_size=64, token_budget=budget, trials=trials, seed=seed, ranges=5, batches=8,
+                               profile_sha256=file_sha256(PROFILE), workload_sha256=wl.seqlens_sha256(),
+                               command=f"python benchmarks/search.py --gap --trials {trials}")
+            t0, c0 = time.perf_counter(), time.process_time()
+            result, _, _ = run_search(cfg, prof, wl, model)
+            rec = result.recommendation
+            rows.append({"workload": name, "fill": fill, "trials": result.trials_completed,
+                         "search_wall_s": time.perf_counter() - t0, "search_cpu_s": time.process_time() - c0,
+                         "policy": {"boundaries": list(result.policy.boundaries),
+                                    "degrees": list(result.policy.degrees)},
+                         "searched_step_s": rec["searched_step_s"], "adaptive_step_s": rec["adaptive_step_s"],
+                         "gap": rec["searched_vs_adaptive"], "recommendation": rec["policy"],
+                         "advice": result.advice()})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def render_gap(rows: list[dict]) -> None:
+    print(f"# {PROFILE} (reference, not measured), llama3-8b, N = 64, budget 16K, searched table vs adaptive")
+    print("| workload | fill | trials | search CPU s | searched (boundaries -> degrees) | searched step s "
+          "| adaptive step s | gap | within 3 % | recommendation |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---|---|")
+    for r in rows:
+        pol = f"{r['policy']['boundaries']} -> {r['policy']['degrees']}"
+        print(f"| {r['workload']} | {r['fill']} | {r['trials']} | {r['search_cpu_s']:.0f} | {pol} | "
+              f"{r['searched_step_s']:.3f} | {r['adaptive_step_s']:.3f} | {100 * r['gap']:+.1f} % | "
+              f"{'yes' if r['gap'] <= 0.03 else 'no'} | {r['recommendation']} |")
+
+
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -120,8 +159,14 @@ def main() -> None:
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--fill", type=float, default=1.0, help="global batch = fill x N x budget tokens")
     ap.add_argument("--batches", type=int, default=4, help="seeded batches per simulated row")
+    ap.add_argument("--gap", action="store_true", help="only search at N = 64 and report the gap to adaptive")
+    ap.add_argument("--fills", type=float, nargs="+", default=[1.0, 0.5], help="fills of --gap")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.gap:
+        rows = gap_rows(a.trials, a.budget, a.workloads, a.fills)
+        print(json.dumps(rows, indent=2)) if a.json else render_gap(rows)
+        return
     out = run(a.trials, a.budget, a.sizes, a.workloads, a.fill, a.batches)
     if a.json:
         print(json.dumps(out, indent=2))

@@ -102,3 +102,12 @@ def test_perfectly_balanceable_batch_reaches_one(prof):
     plan = plan_batch(batch, Policy("adaptive", 8, 16384), cost=cm)
     pred = cm.predict(plan, batch, 16384)
     assert pred.efficiency == pytest.approx(1.0, rel=1e-9)
+
+
+def test_cached_grid_positions_equal_the_direct_ones():
+    """The per-length cache of TabulatedCost answers exactly what grid_position computes."""
+    table = TabulatedCost(lambda *a: 0.0)  # the inner cost is not asked for positions
+    rng = np.random.default_rng(3)
+    lengths = np.concatenate([np.arange(1, 600), rng.integers(1, 300_000, 2000), [1 << 21, (1 << 21) + 7]])
+    for got, want in zip(table._positions(lengths), grid_position(lengths)):
+        np.testing.assert_array_equal(got, want)

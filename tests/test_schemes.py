@@ -111,7 +111,7 @@ def _record_rank(rank: int, world: int):
     def spy(real, kind):
         def wrapped(*args):
             q_ranges, k_ranges, causal = args[-4:-1]  # both kernels end (..., q_ranges, k_ranges, causal, scale)
-            q = args[0] if kind == "fwd" else args[1]
+            q = args[0] if kind == "fwd" else args[2]  # accumulate_backward(grads, dout, q, ...)
             for (a, b), (c, d) in zip(q_ranges, k_ranges):
                 calls[-1][kind].append((b - a, d - c, int(causal), q.shape[1]))
             return real(*args)
@@ -123,7 +123,7 @@ def _record_rank(rank: int, world: int):
     for scheme, causal in itertools.product(SCHEMES, (True, False)):
         calls.append({"scheme": scheme, "causal": causal, "fwd": [], "bwd": []})
         with mock.patch.multiple(blocks, block_forward=spy(blocks.block_forward, "fwd"),
-                                 block_backward=spy(blocks.block_backward, "bwd")):
+                                 accumulate_backward=spy(blocks.accumulate_backward, "bwd")):
             local = [shard(t, cu).requires_grad_() for t in x]
             cp_attention(*local, cu, causal=causal, scheme=scheme).sum().backward()
     return calls

@@ -203,3 +203,17 @@ def test_study_for_another_workload_is_refused(tmp_path):
     other.write_text("50\n70\n300\n")
     res = runner.invoke(app, common + ["--workload", str(other)])
     assert res.exit_code == 2 and "different search" in res.output and "workload_sha256" in res.output
+
+
+def test_two_class_seeds_are_feasible_two_degree_tables_at_memory_steps():
+    space = ThresholdSpace(world_size=64, token_budget=16384, ranges=5, min_len=20, max_len=131072)
+    seeds = space.two_class_params()
+    assert seeds
+    for label, params in seeds:
+        bounds, degrees = space.from_params(params)
+        assert space.memory_violation(bounds, degrees) <= 0, label
+        policy = space.policy(bounds, degrees)
+        assert len(policy.degrees) == 2 and policy.degrees[0] < policy.degrees[1], label
+        assert policy.boundaries[0] in (16384, 32768, 65536), label
+        assert all(64 % d == 0 for d in policy.degrees), label
+    assert ThresholdSpace(64, 16384, 1, 20, 131072).two_class_params() == []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fcp_tune.attention.kernels import block_backward, block_forward
+from fcp_tune.attention.kernels import accumulate_backward, block_forward
 from fcp_tune.attention.merge import merge_into, ranges_to_rows
 from fcp_tune.schemes import get_scheme
 from fcp_tune.schemes.base import Blocks
@@ -67,14 +67,7 @@ def backward_passes(passes, dout, q, k, v, out, lse, scale: float, dq, dk, dv) -
     ``out`` and ``lse`` are the final (merged) output and log-sum-exp of all of ``q``'s rows.
     """
     for p in passes:
-        rows = ranges_to_rows(p.q_ranges, q.device)
-        dq_b, dk_b, dv_b = block_backward(
-            dout.index_select(0, rows), q, k, v, out.index_select(0, rows),
-            lse.index_select(1, rows), p.q_ranges, p.k_ranges, p.causal, scale,
-        )
-        dq.index_add_(0, rows, dq_b)
-        dk += dk_b
-        dv += dv_b
+        accumulate_backward((dq, dk, dv), dout, q, k, v, out, lse, p.q_ranges, p.k_ranges, p.causal, scale)
 
 
 def segment_rows(blocks: Blocks, rank: int) -> np.ndarray:

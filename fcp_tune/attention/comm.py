@@ -167,8 +167,16 @@ def gather_global(x_local: torch.Tensor, layout: ShardLayout, info: GroupInfo) -
     Returns it with every rank's index (:func:`rank_index`) for :func:`scatter_sum_home`.
     """
     idx = [rank_index(layout, r, x_local.device) for r in range(info.size)]
-    parts = all_gather_varlen(x_local, layout.counts, info)
     full = x_local.new_empty((layout.cu_seqlens[-1],) + tuple(x_local.shape[1:]))
+    if info.size > 1 and min(layout.counts) == max(layout.counts) > 0:
+        # no padding: the gathered rows are already every rank's rows in rank order (no re-packing copy)
+        gathered = x_local.new_empty(full.shape)
+        t0 = time.perf_counter()
+        all_gather_single(gathered, x_local.contiguous(), group=info.group)
+        _account(t0)
+        full.index_copy_(0, torch.cat(idx), gathered)
+        return full, idx
+    parts = all_gather_varlen(x_local, layout.counts, info)
     if info.size == 1:
         full.index_copy_(0, idx[0], parts[0])
     else:
@@ -178,6 +186,13 @@ def gather_global(x_local: torch.Tensor, layout: ShardLayout, info: GroupInfo) -
 
 def scatter_sum_home(full: torch.Tensor, idx: list[torch.Tensor], layout: ShardLayout, info: GroupInfo) -> torch.Tensor:
     """Inverse direction of :func:`gather_global`: each rank gets the sum over ranks of its rows."""
+    if info.size > 1 and min(layout.counts) == max(layout.counts) > 0:
+        # no padding: every rank's rows, in rank order, are already the reduce-scatter input
+        out = full.new_empty((layout.counts[0],) + tuple(full.shape[1:]))
+        t0 = time.perf_counter()
+        reduce_scatter_single(out, full.index_select(0, torch.cat(idx)), group=info.group)
+        _account(t0)
+        return out
     return reduce_scatter_varlen([full.index_select(0, i) for i in idx], layout.counts, info)
 
 

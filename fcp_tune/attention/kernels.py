@@ -162,6 +162,55 @@ def block_backward(
     return _math_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale, dk, dv)
 
 
+def accumulate_backward(
+    grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    q_ranges: Sequence[Range],
+    k_ranges: Sequence[Range],
+    causal: bool,
+    scale: float,
+) -> None:
+    """:func:`block_backward`, added in place into ``grads = (dq, dk, dv)`` (accumulation dtype;
+    views are fine), with ``dout``, ``out`` and ``lse`` indexed like ``q`` (all of its rows, not
+    packed per block).
+
+    On CPU every segment's kernel gradients are added straight into the row slices of the
+    accumulators: no per-block packing of ``dout``/``out``/``lse``, no zeroed full-size
+    ``dk``/``dv`` per call (what the packed interface costs the ring and all-gather schemes).
+    Elsewhere it packs and calls :func:`block_backward`.
+    """
+    dq, dk, dv = grads
+    if q.device.type != "cpu":
+        rows = ranges_to_rows(q_ranges, q.device)
+        dq_b, dk_b, dv_b = block_backward(
+            dout.index_select(0, rows), q, k, v, out.index_select(0, rows), lse.index_select(1, rows),
+            q_ranges, k_ranges, causal, scale,
+        )
+        dq.index_add_(0, rows, dq_b)
+        dk += dk_b
+        dv += dv_b
+        return
+    _check_ranges(q_ranges, k_ranges, causal)
+    d_qk, d_v = q.shape[-1], v.shape[-1]
+    q, k, v = _same_dim(q, k, v)
+    dout, out = _pad_dim(dout, q.shape[-1]), _pad_dim(out, q.shape[-1])
+    lse_k = lse.to(torch.float32) if q.dtype != torch.float64 else lse
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    for (qs, qe), (ks, ke) in zip(q_ranges, k_ranges):
+        g = op(
+            _to_bhld(dout[qs:qe]), _to_bhld(q[qs:qe]), _to_bhld(k[ks:ke]), _to_bhld(v[ks:ke]),
+            _to_bhld(out[qs:qe]), lse_k[:, qs:qe].unsqueeze(0), 0.0, causal, scale=scale,
+        )
+        dq[qs:qe] += g[0][0].transpose(0, 1)[..., :d_qk]
+        dk[ks:ke] += g[1][0].transpose(0, 1)[..., :d_qk]
+        dv[ks:ke] += g[2][0].transpose(0, 1)[..., :d_v]
+
+
 def _fused_backward(dout, q, k, v, out, lse, q_ranges, k_ranges, causal, scale):
     """:func:`block_backward` on the fused kernels, at head size ``max(D, Dv)`` (padded results)."""
     adt = acc_dtype(q.dtype)

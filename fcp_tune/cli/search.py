@@ -128,8 +128,9 @@ def _render(result, path: Path, plot_paths: list[str], wide: bool = False) -> No
     elif rec is not None:
         console.print(f"recommendation: run the searched table: `fcp-tune run --policy {path}`", highlight=False)
     advice = result.advice()
-    if advice:
-        console.print(f"recommendation: {advice}", highlight=False)
+    if advice:  # beside an adaptive recommendation it is a note on the table, not a second recommendation
+        label = "note" if rec is not None and rec["policy"] == "adaptive" else "recommendation"
+        console.print(f"{label}: {advice}", highlight=False)
     console.print(f"wrote [bold]{path}[/]")
     for pp in plot_paths:
         console.print(f"plot: {pp}")

@@ -38,6 +38,7 @@ from fcp_tune.planner.cost import CostFn, LimitedCost, cost_table
 EXACT_UP_TO = 256  # every length up to this is a grid point (token counts per rank are integers)
 STEPS_PER_OCTAVE = 64
 FILL_BLOCK = 16  # grid points filled together (one vectorised layout in CostModel._fill)
+POSITION_CACHE_UP_TO = 1 << 21  # grid positions of lengths below this are cached (3 arrays, <= 48 MiB)
 DIRECT_TOKENS_PER_RANK = 512  # below L = 512 d, single sequences are evaluated directly (memoised by inner)
 
 
@@ -79,6 +80,20 @@ class TabulatedCost:
         self.inner = inner
         self._cols: dict[int, np.ndarray] = {}  # degree -> times on the grid (nan: not filled yet)
         self._fixed: dict[int, float] = {}  # degree -> the group's fixed part F_d
+        # grid_position of every length below self._pos[0].size, computed once (lengths repeat across batches)
+        self._pos: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+
+    def _positions(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`grid_position` of ``lengths``, looked up in a per-length cache grown by doubling."""
+        top = int(lengths.max(initial=0)) + 1
+        if top > POSITION_CACHE_UP_TO:  # a bounded cache: longer lengths are positioned directly
+            return grid_position(lengths)
+        if top > self._pos[0].size:
+            size = min(max(top, 2 * self._pos[0].size, 1024), POSITION_CACHE_UP_TO)
+            lo, hi, w = grid_position(np.arange(1, size))
+            self._pos = (np.concatenate([[0], lo]), np.concatenate([[0], hi]), np.concatenate([[0.0], w]))
+        lo, hi, w = self._pos
+        return lo[lengths], hi[lengths], w[lengths]
 
     # ------------------------------------------------------------------ table
     def _column(self, degree: int, need: np.ndarray) -> np.ndarray:
@@ -145,7 +160,7 @@ class TabulatedCost:
         k = len(arrays)
         if k == 0:
             return out
-        lo, hi, w = grid_position(flat) if flat.size else (flat, flat, np.zeros(0))
+        lo, hi, w = self._positions(flat) if flat.size else (flat, flat, np.zeros(0))
         owner = np.repeat(np.arange(k), counts)
         needed = np.unique(np.concatenate([lo, hi]))
         multi = counts > 1
@@ -205,5 +220,5 @@ def estimate_table(cost: CostFn, bins: Sequence[Sequence[int]], degrees: np.ndar
     out = est(bins, np.maximum(degrees, 1))
     ok = degrees > 0
     if isinstance(cost, LimitedCost):
-        ok &= np.isin(degrees, cost.sizes)
+        ok &= np.isin(degrees, cost.sizes, kind="table")  # small integers: a lookup, not a sort
     return np.where(ok, out, np.inf)

@@ -117,6 +117,8 @@ def rule_capacity(degree, budget: int):
     Sequences whose :func:`rule_sizes` sum to at most this surely :func:`fits` (a rank holds
     fewer than ``L/d + 2`` tokens of each sequence); the converse does not hold. Ints or arrays.
     """
+    if isinstance(degree, (int, np.integer)):  # the planner's common case: no array round trip
+        return budget if degree == 1 else int(degree) * (budget + 1)
     d = np.asarray(degree)
     return _int_if_scalar(np.where(d == 1, budget, d * (budget + 1)))
 

@@ -175,6 +175,10 @@ def open_study(cfg: SearchConfig, space: ThresholdSpace) -> Any:
         study.set_user_attr("fcp_tune", fp)
         for label, params in space.baseline_params():
             study.enqueue_trial(params, user_attrs={"baseline": label}, skip_if_exists=True)
+        seeds = space.two_class_params()
+        if cfg.trials >= 4 * len(seeds):  # seeds take at most a quarter of the budget
+            for label, params in seeds:
+                study.enqueue_trial(params, user_attrs={"seed": label}, skip_if_exists=True)
     elif stored != fp:
         diff = sorted(k for k in fp if stored.get(k) != fp[k])
         raise FcpTuneError(
