@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fcp_tune.integration import FCP, sync_gradients, wave_loss
 from fcp_tune.integration.hf import forward_wave, register
-from fcp_tune.launch import run_local
+from fcp_tune.launch import OPTIMIZER_MODULES, run_local
 from fcp_tune.policy import Policy
 
 VOCAB, PROMPT = 96, 2  # tiny vocabulary; the first PROMPT tokens of each sequence are not learned
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tol", type=float, default=1e-9)
     args = ap.parse_args(argv)
     register()  # imports transformers once, before the ranks are forked
-    per_rank = run_local(train_rank, args.nproc, args=(args.arch, args.steps, args.lr, args.scheme), timeout=600)
+    per_rank = run_local(train_rank, args.nproc, args=(args.arch, args.steps, args.lr, args.scheme), timeout=600,
+                         preload=OPTIMIZER_MODULES)
     out = per_rank[0]
     for s, (loss, layout) in enumerate(zip(out["losses"], out["layouts"])):
         groups = ", ".join(f"[{a},{a + n})" for a, n in layout if n > 1) or "single ranks only"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import multiprocessing as mp
 import os
 import pickle
@@ -28,9 +29,13 @@ import traceback
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence
 
+from fcp_tune.limits import check_int, check_local_procs
+
 # Signals that ask a process to stop (batch schedulers, `kill`, a closed terminal).
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 _PR_SET_PDEATHSIG = 1
+# What ranks that train import lazily: torch.optim's first optimizer imports torch._dynamo.
+OPTIMIZER_MODULES = ("torch._dynamo",)
 
 
 class RankFailure(RuntimeError):
@@ -146,6 +151,16 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def check_run_world(name: str, value: Any) -> int:
+    """A world size this process can run: any positive count under torchrun, else one that
+    :func:`run_local` may fork on this host (:func:`fcp_tune.limits.check_local_procs`).
+
+    Commands call it before any costly preparation (a cost model for 100,000 ranks takes
+    seconds), and :class:`fcp_tune.executor.RunConfig` keeps it as an invariant.
+    """
+    return check_int(name, value, 1) if under_torchrun() else check_local_procs(name, value)
+
+
 def init_from_env(timeout: float | None = None) -> str:
     """Join the launcher's process group (NCCL when CUDA is present, else gloo); return the backend.
 
@@ -172,6 +187,7 @@ def run_local(
     threads: int = 1,
     collective_timeout: float | None = None,
     on_event: Callable[[Any], None] | None = None,
+    preload: Sequence[str] = (),
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``nproc`` fresh processes; return results by rank.
 
@@ -185,6 +201,11 @@ def run_local(
         on_event: if given, ``fn`` receives a queue as its last argument; whatever a rank
             puts there is passed to ``on_event`` in the parent while the run goes on
             (progress bars).
+        preload: modules to import in this process before forking, so that every gloo rank
+            inherits them instead of importing its own copy. ``torch.optim`` imports
+            ``torch._dynamo`` on first use (about 2 s of CPU a rank here), so a caller whose
+            ranks build an optimizer passes :data:`OPTIMIZER_MODULES`. Spawned ranks (NCCL)
+            import for themselves; there it does nothing.
 
     Raises:
         RankFailure: naming the first rank that raised or died, or the run's timeout.
@@ -195,6 +216,9 @@ def run_local(
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     ctx = mp.get_context("fork" if backend == "gloo" else "spawn")
+    if backend == "gloo":
+        for module in preload:
+            importlib.import_module(module)
     results = ctx.Queue()
     events = ctx.Queue() if on_event is not None else None
     ct = collective_timeout if collective_timeout is not None else timeout

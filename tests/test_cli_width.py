@@ -80,7 +80,7 @@ FAST = {
     "workload": ["workload", "show", "lognormal:n=500"],
 }
 SLOW = {
-    "run": ["run", *SMALL_RUN, "--compare", "static,pow2,megatron"],
+    "run": ["run", *SMALL_RUN, "--compare", "static,pow2,megatron", "--repeats", "1"],  # same tables, 1 round
     "validate": ["validate", "--steps", "2", "--compare", "static,pow2"],
     "demo": ["demo", "--nproc", "2"],
 }

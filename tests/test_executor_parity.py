@@ -20,7 +20,7 @@ from fcp_tune.executor.model import build_model
 from fcp_tune.executor.reference import reference_step
 from fcp_tune.executor.step import PolicyState, prepare, run_waves
 from fcp_tune.integration import GroupPool, Planned, shard_sequences, sync_gradients
-from fcp_tune.launch import run_local
+from fcp_tune.launch import OPTIMIZER_MODULES, run_local
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import candidate_ranges, plan_batch
 from fcp_tune.policy import Policy
@@ -82,7 +82,8 @@ def launched():
     def get(world):
         if world not in cache:
             scheme = "ring" if world == 3 else "allgather"
-            cache[world] = run_local(_rank, world, args=(DTYPES, scheme), timeout=240, collective_timeout=60)[0]
+            cache[world] = run_local(_rank, world, args=(DTYPES, scheme), timeout=240, collective_timeout=60,
+                                      preload=OPTIMIZER_MODULES)[0]
         return cache[world]
 
     return get
@@ -109,7 +110,8 @@ def test_loss_and_gradients_match_reference(world, dtype, tol, reference, launch
 
 
 def _max_errors(world, dtype, scheme, reference):
-    results = run_local(_rank, world, args=((dtype,), scheme), timeout=240, collective_timeout=60)[0][dtype]
+    results = run_local(_rank, world, args=((dtype,), scheme), timeout=240, collective_timeout=60,
+                        preload=OPTIMIZER_MODULES)[0][dtype]
     ref_loss, ref_grads = reference
     loss_err = max(abs(loss - ref_loss) for _, _, loss, _ in results)
     grad_err = max(

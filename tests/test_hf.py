@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 
 import fcp_tune.integration.session as session_mod  # noqa: E402
 from fcp_tune.integration import shard_sequences, shift_labels  # noqa: E402
-from fcp_tune.launch import run_local  # noqa: E402
+from fcp_tune.launch import OPTIMIZER_MODULES, run_local  # noqa: E402
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "hf_causal_lm.py"
 STEPS, LR, TOL = 3, 1e-2, 1e-9
@@ -47,7 +47,7 @@ def reference(example):
 
 def _run(example, world, scheme="ring", arch="llama"):
     return run_local(example.train_rank, world, args=(arch, STEPS, LR, scheme), timeout=300,
-                     collective_timeout=120)[0]
+                     collective_timeout=120, preload=OPTIMIZER_MODULES)[0]
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from fcp_tune.attention import WORLD, cp_attention
 from fcp_tune.attention.reference import reference_attention
 from fcp_tune.integration import IGNORE_INDEX, shard_sequences, shift_labels
-from fcp_tune.launch import run_local
+from fcp_tune.launch import OPTIMIZER_MODULES, run_local
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "INTEGRATION.md"
 TOL = 1e-9
@@ -119,7 +119,8 @@ def doc(tmp_path_factory):
 @pytest.mark.parametrize("world", [3, 4])
 def test_doc_loop_runs_as_written_and_matches_float64(doc, world):
     mod, (ref_losses, ref_params) = doc
-    per_rank = run_local(_doc_rank, world, args=(mod,), timeout=240, collective_timeout=60)
+    per_rank = run_local(_doc_rank, world, args=(mod,), timeout=240, collective_timeout=60,
+                         preload=OPTIMIZER_MODULES)
     losses, params = per_rank[0]
     assert all(r[0] == losses for r in per_rank)  # every rank reports the global loss
     dl, dp = _max_diff(losses, params, ref_losses, ref_params)
@@ -130,7 +131,8 @@ def test_doc_loop_runs_as_written_and_matches_float64(doc, world):
 @pytest.mark.slow
 def test_fsdp2_matches_float64(doc):
     mod, (ref_losses, ref_params) = doc
-    per_rank = run_local(_fsdp_rank, 3, args=(mod,), timeout=240, collective_timeout=60)
+    per_rank = run_local(_fsdp_rank, 3, args=(mod,), timeout=240, collective_timeout=60,
+                         preload=OPTIMIZER_MODULES)
     losses, params, _ = per_rank[0]
     dl, dp = _max_diff(losses, params, ref_losses, ref_params)
     assert dl <= TOL and dp <= TOL, (dl, dp)

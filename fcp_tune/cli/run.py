@@ -22,7 +22,7 @@ from fcp_tune.cli.common import cli_errors, console, counting_progress, err_cons
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.executor import RunConfig, RunReport, run_training
 from fcp_tune.executor.figures import run_figures
-from fcp_tune.launch import under_torchrun
+from fcp_tune.launch import check_run_world, under_torchrun
 from fcp_tune.limits import MAX_TOKENS
 from fcp_tune.modelcfg import load_model_config
 from fcp_tune.policy import load_policy
@@ -55,6 +55,8 @@ def build_run_config(
     CPU profile); it plans every policy and predicts every step.
     """
     nproc = nproc if nproc is not None else launcher_world_size()
+    if nproc is not None:
+        check_run_world("nproc", nproc)  # before any costly preparation
     base = load_policy(policy if policy and Path(policy).is_file() else default_policy_path())
     cap = max_len or min(document_cap(nproc or base.world_size, token_budget or base.token_budget), MAX_TOKENS)
     wl = load_workload(workload or str(default_workload_path()), global_batch_tokens=global_batch_tokens,

@@ -12,6 +12,7 @@ from fcp_tune.cli import app
 from fcp_tune.cli.common import cli_errors, console, counting_progress, err_console, print_json, split_names
 from fcp_tune.cli.tables import print_table, wide_option
 from fcp_tune.fidelity import TARGET_MAPE_PCT, ValidationReport, validate
+from fcp_tune.launch import check_run_world
 from fcp_tune.policy import load_policy
 from fcp_tune.policy.kinds import spec_help
 from fcp_tune.policy.specs import default_policy_path, fit_world, resolve_policies, scheme_override
@@ -102,6 +103,7 @@ def validate_cmd(
     from fcp_tune.costmodel import CostModel
     from fcp_tune.modelcfg import load_model_config
 
+    check_run_world("nproc", nproc)  # before any costly preparation
     compare_list = list(DEFAULT_COMPARE) if compare is None else [c for c in split_names(compare) if c != "none"]
     cfg_model = load_model_config(model)
     profile_path, prof = find_profile(profile, cfg_model.name, nproc)

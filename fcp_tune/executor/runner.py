@@ -20,8 +20,8 @@ from fcp_tune.errors import FcpTuneError
 from fcp_tune.executor.step import PolicyState, StepRecord, train_step
 from fcp_tune.hardware import usable_cores
 from fcp_tune.integration import GroupPool, PlanAhead
-from fcp_tune.launch import init_from_env, run_local, under_torchrun
-from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_local_procs, check_seed, check_timeout
+from fcp_tune.launch import OPTIMIZER_MODULES, check_run_world, init_from_env, run_local, under_torchrun
+from fcp_tune.limits import MAX_STEPS, check_float, check_int, check_seed, check_timeout
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.planner import Plan, candidate_ranges
 from fcp_tune.planner.cost import CostFn, DefaultCost, feasible_cost, finish_times
@@ -62,8 +62,7 @@ class RunConfig:
         sizes = {p.world_size for _, p in self.policies}
         if len(sizes) != 1:
             raise ValueError(f"all policies must have the same world size, got {sorted(sizes)}")
-        if not under_torchrun():  # a local run forks one process per rank
-            check_local_procs("nproc (ranks of a local run)", self.world_size)
+        check_run_world("nproc", self.world_size)
         longest = max(self.workload.seqlens)
         for name, p in self.policies:  # a fixed-degree policy must not need a degree its scheme cannot run
             if p.rule.aligned:
@@ -441,6 +440,6 @@ def run_training(
         return summarise(cfg, gathered, backend) if dist.get_rank() == 0 else None
     per_rank = run_local(
         train_rank, cfg.world_size, args=(cfg,), timeout=timeout,
-        collective_timeout=collective_timeout, on_event=on_event,
+        collective_timeout=collective_timeout, on_event=on_event, preload=OPTIMIZER_MODULES,
     )
     return summarise(cfg, per_rank, "gloo")
