@@ -243,3 +243,37 @@ def test_every_bundled_profile_loads_and_predicts():
             cm = CostModel.from_profile(prof, prof.model, scheme)
             times = [cm.group_time([n], prof.world_size) for n in (512, 4096, 32768)]
             assert all(math.isfinite(t) and t > 0 for t in times) and times == sorted(times), path
+
+
+def test_profiler_times_the_backward_the_schemes_run(monkeypatch):
+    """The attention grid times ``accumulate_backward`` (what every scheme calls), whose
+    gradients equal the packed ``block_backward``'s (float64, a block and a causal square)."""
+    import torch
+
+    from fcp_tune.attention import kernels
+    from fcp_tune.profile import measure
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v, dout = (torch.randn(n, h, 8, generator=g, dtype=torch.float64) for n, h in ((6, 4), (9, 2), (9, 2), (6, 4)))
+    scale = kernels.default_scale(8)
+    for qk, causal in (((q, k, v), False), ((q, k[:6], v[:6]), True)):
+        qr, kr = [(0, 6)], [(0, qk[1].shape[0])]
+        out, lse = kernels.block_forward(*qk, qr, kr, causal, scale)
+        call = kernels.bound_backward(dout, *qk, out, lse, qr, kr, causal, scale)
+        call()
+        want = kernels.block_backward(dout, *qk, out, lse, qr, kr, causal, scale)
+        for got, ref in zip(call.args[0], want):
+            torch.testing.assert_close(got, ref.to(got.dtype), rtol=0, atol=1e-12)
+
+    calls = []
+    real = kernels.accumulate_backward
+
+    def spy(*args):
+        calls.append(args[7:10])  # q_ranges, k_ranges, causal
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "accumulate_backward", spy)
+    points = measure.measure_attention(PRESETS["tiny"], (8, 16), torch.device("cpu"), 1, 1)
+    assert len(points) == 2 * 2 + 2  # every q x k pair and each causal square
+    timed = {(qr[0][1], kr[0][1], causal) for qr, kr, causal in calls}
+    assert timed == {(ql, kl, c) for ql, kl, c, _, _ in points}

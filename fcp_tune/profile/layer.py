@@ -174,7 +174,7 @@ def measure_core_overhead(
 
     from fcp_tune.attention.allgather import AllGatherAttention
     from fcp_tune.attention.comm import GroupInfo, timed_comm
-    from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
+    from fcp_tune.attention.kernels import block_forward, bound_backward, default_scale
     from fcp_tune.schemes import get_scheme
     from fcp_tune.schemes.layout import shard_layout
 
@@ -207,7 +207,7 @@ def measure_core_overhead(
             args = (bq[:ql], bk[:kl], bv[:kl], [(0, ql)], [(0, kl)], bool(causal), scale)
             o, lse = block_forward(*args)
             calls.append((functools.partial(block_forward, *args),
-                          functools.partial(block_backward, bd[:ql], *args[:3], o, lse, *args[3:])))
+                          bound_backward(bd[:ql], *args[:3], o, lse, *args[3:])))
 
     def blocks() -> None:
         for _ in range(count):

@@ -6,7 +6,8 @@ present, else gloo); otherwise it starts ``nproc`` local processes itself
 process). Every rank measures the same attention grid at the same time (the way ranks
 share a machine in training) and the profile keeps the median over ranks per point.
 Attention uses the executor's own kernels
-(:func:`~fcp_tune.attention.kernels.block_forward` / ``block_backward``) on full blocks
+(:func:`~fcp_tune.attention.kernels.block_forward`, and ``accumulate_backward`` through
+:func:`~fcp_tune.attention.kernels.bound_backward`, as the schemes call them) on full blocks
 ``q_len x k_len`` and causal squares (the only two kinds of block any scheme of
 :mod:`fcp_tune.schemes` asks for; the cost model looks each scheme's blocks up on this
 grid), with the model's head shape and dtype. The collectives cover every scheme's
@@ -26,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from fcp_tune.attention.kernels import block_backward, block_forward, default_scale
+from fcp_tune.attention.kernels import block_forward, bound_backward, default_scale
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.limits import check_int, check_local_procs
 from fcp_tune.hardware import collect_hardware
@@ -131,7 +132,7 @@ def measure_attention(
         o, lse = block_forward(qq, kk, vv, qr, kr, causal, scale)
         calls.append((
             functools.partial(block_forward, qq, kk, vv, qr, kr, causal, scale),
-            functools.partial(block_backward, dd, qq, kk, vv, o, lse, qr, kr, causal, scale),
+            bound_backward(dd, qq, kk, vv, o, lse, qr, kr, causal, scale),  # as the schemes run it
         ))
     rounds = max(1, warmup)
     emit(("stage", f"attention warm-up ({len(pairs)} blocks x {rounds})", len(pairs) * rounds))
