@@ -523,6 +523,7 @@ def _start_run(tmp_path: Path, workload: str, nproc: int = 2) -> tuple[subproces
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # a real process signalled or killed: CI runs it, a plain local pytest -q does not
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_stop_signal_stops_every_rank_and_removes_temp_dirs(tmp_path, files, sig):
     proc, ranks = _start_run(tmp_path, files["wl_txt"])
@@ -541,6 +542,7 @@ def test_stop_signal_stops_every_rank_and_removes_temp_dirs(tmp_path, files, sig
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # a real process signalled or killed: CI runs it, a plain local pytest -q does not
 def test_ranks_die_with_a_killed_parent(tmp_path, files):
     proc, ranks = _start_run(tmp_path, files["wl_txt"])
     proc.kill()  # SIGKILL: no handler runs in the parent
@@ -552,6 +554,7 @@ def test_ranks_die_with_a_killed_parent(tmp_path, files):
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # a real process signalled or killed: CI runs it, a plain local pytest -q does not
 def test_journal_search_stops_on_sigint_within_5_s(tmp_path, files):
     journal = tmp_path / "j.log"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

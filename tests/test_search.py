@@ -122,6 +122,7 @@ def test_exported_policy_runs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # a real process signalled or killed: CI runs it, a plain local pytest -q does not
 def test_resume_after_sigint_loses_no_completed_trial(tmp_path):
     prof, wl = _cli_inputs(tmp_path)
     db = tmp_path / "study.db"
