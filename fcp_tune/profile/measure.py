@@ -31,7 +31,7 @@ from fcp_tune.attention.kernels import block_forward, bound_backward, default_sc
 from fcp_tune.errors import FcpTuneError
 from fcp_tune.limits import check_int, check_local_procs
 from fcp_tune.hardware import collect_hardware
-from fcp_tune.launch import init_from_env, run_local, under_torchrun
+from fcp_tune.launch import OPTIMIZER_MODULES, init_from_env, run_local, under_torchrun
 from fcp_tune.modelcfg import ModelConfig
 from fcp_tune.profile.collectives import OPS
 from fcp_tune.attention.comm import WORLD, group_info
@@ -259,12 +259,9 @@ def measure_profile(
         return combine(gathered, settings, command, label) if rank == 0 else None
     check_local_procs("nproc", nproc)
     backend = "nccl" if cuda and torch.cuda.device_count() >= nproc else "gloo"
-    if backend == "gloo":
-        # Build an optimizer once here: its first construction imports torch._dynamo (about
-        # 1.5 s), which forked ranks then inherit instead of each importing it again.
-        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     results = run_local(profile_rank, nproc, args=(settings,), backend=backend, timeout=timeout,
-                        threads=settings.threads, on_event=on_event or (lambda e: None))
+                        threads=settings.threads, on_event=on_event or (lambda e: None),
+                        preload=OPTIMIZER_MODULES)
     return combine(results, settings, command, label)
 
 
